@@ -1,0 +1,134 @@
+"""The invariant energy network: message passing on interatomic distances and angles.
+
+Each interaction block gathers, for every atom i, the neighbour features x_j weighted by learned
+radial filters W(r_ij), projected on the spherical harmonics of the edge directions up to degree
+``lmax``:
+
+    A_i^{l m} = (1 / n_avg) Σ_j W^l(r_ij) x_j Y^{l m}(r̂_ij)
+
+and updates the atom with the rotation invariants of that density,
+
+    B_i^0 = A_i^{00},    B_i^l = Σ_m (A_i^{l m})²  for l ≥ 1.
+
+By the addition theorem, Σ_m Y^{lm}(r̂_ij) Y^{lm}(r̂_ik) = P_l(cos θ_jik), and the cosine of the angle
+at i is fixed by three distances, cos θ_jik = (r_ij² + r_ik² - r_jk²) / (2 r_ij r_ik). So B^l is a
+sum of three-body terms that depend on distances only, the angular power spectrum of SOAP
+(Bartók, Kondor and Csányi, Phys. Rev. B 87, 184115, 2013), computed in O(edges) instead of
+O(triplets). Every input the network sees is invariant under rotation, reflection and
+translation, and the energy is a sum over atoms, so it is invariant under permutations.
+"""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from mlpot.nn.mlp import mlp
+from mlpot.nn.radial import BesselBasis, PolynomialEnvelope
+from mlpot.nn.scatter import scatter_sum
+
+
+class InteractionBlock(nn.Module):
+    """One message-passing update h_i ← h_i + MLP(B_i) with the invariants B described above."""
+
+    def __init__(self, num_features: int, radial_hidden: int, lmax: int, avg_num_neighbours: float):
+        super().__init__()
+        self.num_features = num_features
+        self.lmax = lmax
+        self.avg_num_neighbours = float(avg_num_neighbours)
+        self.neighbour_linear = nn.Linear(num_features, num_features, bias=False)
+        self.filter = nn.Linear(radial_hidden, (lmax + 1) * num_features, bias=False)
+        # Without bias, an atom with no neighbours (B = 0) keeps its features unchanged.
+        self.update = mlp([(lmax + 1) * num_features, num_features, num_features], bias=False)
+        # Degree of each spherical-harmonic component, used to pick its radial filter.
+        degrees = torch.cat([torch.full((2 * l + 1,), l) for l in range(lmax + 1)])
+        self.register_buffer("degrees", degrees, persistent=False)
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        centres: torch.Tensor,
+        neighbours: torch.Tensor,
+        radial: torch.Tensor,
+        harmonics: torch.Tensor,
+    ) -> torch.Tensor:
+        """Update node features.
+
+        Args:
+            features: (n_atoms, F) node features.
+            centres, neighbours: (n_edges,) centre atom i and neighbour j of each edge.
+            radial: (n_edges, H) radial embedding, already multiplied by the cutoff envelope.
+            harmonics: (n_edges, (lmax+1)²) spherical harmonics of the edge directions.
+        """
+        num_atoms = features.shape[0]
+        filters = self.filter(radial).view(-1, self.lmax + 1, self.num_features)  # (E, L+1, F)
+        messages = self.neighbour_linear(features)[neighbours]  # (E, F)
+        weighted = filters[:, self.degrees, :] * messages.unsqueeze(1)  # (E, (L+1)², F)
+        density = scatter_sum(weighted * harmonics.unsqueeze(-1), centres, num_atoms)
+        density = density / self.avg_num_neighbours  # (N, (L+1)², F)
+
+        invariants = [density[:, 0, :]]
+        for l in range(1, self.lmax + 1):
+            invariants.append(density[:, l * l : (l + 1) * (l + 1), :].pow(2).sum(dim=1))
+        return features + self.update(torch.cat(invariants, dim=-1))
+
+
+class InvariantEnergyModel(nn.Module):
+    """Per-atom energies from element embeddings and interaction blocks on distances.
+
+    The per-atom output is readout(h_i^T) - readout(h_i^0): zero for an atom without neighbours,
+    whose features never change from their embedding h^0, so such an atom has exactly its
+    reference energy.
+    """
+
+    def __init__(
+        self,
+        num_elements: int,
+        cutoff: float,
+        num_features: int = 64,
+        num_radial: int = 8,
+        radial_hidden: int = 64,
+        num_interactions: int = 3,
+        lmax: int = 2,
+        envelope_exponent: int = 5,
+        avg_num_neighbours: float = 1.0,
+    ):
+        super().__init__()
+        if lmax < 0:
+            raise ValueError(f"lmax must be 0 or more, got {lmax}")
+        self.lmax = lmax
+        self.num_features = num_features
+        self.embedding = nn.Embedding(num_elements, num_features)
+        self.basis = BesselBasis(cutoff, num_radial)
+        self.envelope = PolynomialEnvelope(cutoff, envelope_exponent)
+        self.radial = mlp([num_radial, radial_hidden, radial_hidden], final_activation=True)
+        self.interactions = nn.ModuleList(
+            InteractionBlock(num_features, radial_hidden, lmax, avg_num_neighbours) for _ in range(num_interactions)
+        )
+        self.readout = mlp([num_features, num_features // 2, 1])
+        self.irreps_out = o3.Irreps(f"{num_features}x0e")
+
+    def forward(
+        self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Compute (n_atoms,) dimensionless per-atom energies and (n_atoms, F) node features.
+
+        Args:
+            species: (n_atoms,) index of each atom's element in the model's element list.
+            edge_index: (2, n_edges) centre and neighbour of each edge (see mlpot.keys).
+            edge_vectors: (n_edges, 3) r_j - r_i in Å.
+        """
+        centres, neighbours = edge_index[0], edge_index[1]
+        lengths = torch.linalg.vector_norm(edge_vectors, dim=-1)
+        radial = self.radial(self.basis(lengths)) * self.envelope(lengths).unsqueeze(-1)
+        harmonics = o3.spherical_harmonics(
+            list(range(self.lmax + 1)), edge_vectors, normalize=True, normalization="norm"
+        )
+
+        initial = self.embedding(species)
+        features = initial
+        for interaction in self.interactions:
+            features = interaction(features, centres, neighbours, radial, harmonics)
+        energies = self.readout(features) - self.readout(initial)
+        return energies.squeeze(-1), features
