@@ -36,8 +36,8 @@ def option(default: Any, help: str, unit: str = "", choices: tuple = ()) -> Any:
 class DataConfig:
     """Where the structures come from and how their labels are named and measured."""
 
-    train_file: str = option(
-        "bundled:acetylacetone/train_300K.xyz",
+    train_file: str | None = option(
+        None,
         "Training structures: any file ASE reads (extxyz, ASE database, ...) or an rMD17-style npz. "
         "'bundled:NAME' names a dataset shipped with mlpot.",
     )
@@ -45,7 +45,7 @@ class DataConfig:
     valid_fraction: float = option(0.1, "Share of the training file held out for validation when valid_file is empty.")
     test_file: str | None = option(None, "Test structures, evaluated with the final model after training.")
     isolated_atoms_file: str | None = option(
-        "bundled:acetylacetone/isolated_atoms.xyz",
+        None,
         "One-atom structures whose energies become the per-element reference energies; when empty, "
         "the references are a least-squares fit on the training split.",
     )

@@ -1,0 +1,90 @@
+"""``mlpot md``: molecular dynamics of one structure with a trained model."""
+
+from __future__ import annotations
+
+import argparse
+
+from mlpot.md import ENSEMBLES, MDSettings
+
+
+def add_parser(subparsers) -> None:
+    defaults = MDSettings()
+    parser = subparsers.add_parser(
+        "md",
+        help="run molecular dynamics (NVE or Langevin NVT) with a trained model",
+        description=(
+            "Run molecular dynamics of the last structure in STRUCTURE with the model in MODEL, starting from "
+            "Maxwell-Boltzmann velocities at --temperature. Units: fs, K, eV, Å."
+        ),
+    )
+    parser.add_argument("model", help="model file written by mlpot train (model.pt)")
+    parser.add_argument("structure", help="structure file in any format ASE reads; the last frame is used")
+    parser.add_argument(
+        "--ensemble", choices=ENSEMBLES, default=defaults.ensemble, help="nve: velocity Verlet; nvt: Langevin (default nve)"
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=defaults.temperature, help="initial and thermostat temperature in K (default 300)"
+    )
+    parser.add_argument("--timestep", type=float, default=defaults.timestep, help="time step in fs (default 0.5)")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="number of time steps (default 1000)")
+    parser.add_argument(
+        "--friction", type=float, default=defaults.friction, help="Langevin friction in 1/fs, nvt only (default 0.01)"
+    )
+    parser.add_argument("--trajectory", metavar="OUT.extxyz", help="extended-XYZ trajectory to write; overwritten if it exists")
+    parser.add_argument(
+        "--interval", type=int, default=defaults.interval, help="steps between trajectory frames and log lines (default 10)"
+    )
+    parser.add_argument(
+        "--log", metavar="FILE", help="text log of step, time (fs), potential, kinetic and total energy (eV), temperature (K)"
+    )
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the initial velocities and Langevin noise (default 0)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default cpu)")
+    parser.add_argument(
+        "--dtype", choices=("float32", "float64"), help="floating-point type of the evaluation (default: the model's own)"
+    )
+    parser.add_argument(
+        "--skin",
+        type=float,
+        default=1.0,
+        help="extra neighbour-list radius in Å; the list is rebuilt once an atom moves half of it (default 1.0)",
+    )
+    parser.add_argument("--compile", action="store_true", help="compile the energy network with torch.compile")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlpot.calculator import MLPotCalculator
+    from mlpot.data.io import read_structures
+    from mlpot.errors import ConfigError
+    from mlpot.md import run_md
+
+    settings = MDSettings(
+        ensemble=args.ensemble,
+        temperature=args.temperature,
+        timestep=args.timestep,
+        steps=args.steps,
+        friction=args.friction,
+        interval=args.interval,
+        seed=args.seed,
+    )
+    settings.validate()
+    if not args.skin >= 0:
+        raise ConfigError(f"skin must be 0 Å or more, got {args.skin}")
+
+    calculator = MLPotCalculator(args.model, device=args.device, dtype=args.dtype, skin=args.skin, compile=args.compile)
+    structure = read_structures(args.structure, labels=(), elements=calculator.elements, index=-1)[0]
+    atoms = structure.atoms
+    atoms.calc = calculator
+
+    summary = run_md(atoms, settings, trajectory=args.trajectory, log=args.log, progress=not args.no_progress)
+    drift = summary.final_total_energy - summary.initial_total_energy
+    print(
+        f"{summary.steps} steps of {settings.timestep} fs ({settings.ensemble}) on {len(atoms)} atoms in "
+        f"{summary.wall_time:.1f} s ({summary.milliseconds_per_step:.2f} ms/step)"
+    )
+    print(f"mean temperature {summary.mean_temperature:.1f} K, total energy change {1000 * drift:.3f} meV")
+    if args.trajectory:
+        print(f"trajectory written to {args.trajectory}")
+    if args.log:
+        print(f"log written to {args.log}")
+    return 0
