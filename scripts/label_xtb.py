@@ -19,7 +19,8 @@ the value is in e·Å. Two numerical checks with tblite 0.8.0 agree. For an H2O 
 -1), translating the molecule by t changes the dipole by -t to within 2e-5 e·Å, as Q·t in e·Å
 predicts; in Debye the change would be 4.8 times larger. For neutral H2O, the dipole is 0.476 and
 Σ q_i r_i of the xTB Mulliken charges is 0.33 e·Å. Read as Debye, 0.476 would be 0.10 e·Å, less
-than a third of the charge term alone. tests/test_label_script.py repeats the translation check on a hydroxide ion.
+than a third of the charge term alone. tests/test_label_script.py repeats the translation check
+on a hydroxide ion.
 
 The total charge of a frame is read from ``atoms.info["charge"]`` (0 when absent) and the spin
 multiplicity from ``atoms.info["multiplicity"]`` (when absent, tblite uses the initial magnetic
@@ -62,37 +63,33 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Label structures with xTB dipoles (e·Å), and optionally energies (eV) and forces (eV/Å), "
         "using tblite. Writes extended XYZ.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("input", type=Path, help="Structure file in any format ASE reads.")
     parser.add_argument("output", type=Path, help="Extended XYZ file to write.")
-    parser.add_argument("--index", default=":", help="Frames to label, in ase.io.read syntax (default: all).")
-    parser.add_argument("--input-format", default=None, help="ASE format of the input; default: from the extension.")
-    parser.add_argument("--method", default="GFN2-xTB", choices=METHODS, help="xTB Hamiltonian (default: GFN2-xTB).")
+    parser.add_argument("--index", default=":", help="Frames to label, in ase.io.read syntax.")
+    parser.add_argument("--input-format", default=None, help="ASE format of the input; empty means from the extension.")
+    parser.add_argument("--method", default="GFN2-xTB", choices=METHODS, help="xTB Hamiltonian.")
+
     parser.add_argument("--energy", action="store_true", help="Also store the xTB energy in eV.")
     parser.add_argument("--forces", action="store_true", help="Also store the xTB forces in eV/Å.")
     parser.add_argument("--charges", action="store_true", help="Also store the xTB Mulliken charges in e.")
-    parser.add_argument("--dipole-key", default="dipole", help="atoms.info key of the dipole (default: dipole).")
-    parser.add_argument("--energy-key", default="xtb_energy", help="atoms.info key of the energy (default: xtb_energy).")
-    parser.add_argument("--forces-key", default="xtb_forces", help="atoms.arrays key of the forces (default: xtb_forces).")
-    parser.add_argument(
-        "--charges-key", default="xtb_charges", help="atoms.arrays key of the charges (default: xtb_charges)."
-    )
-    parser.add_argument(
-        "--charge-key", default="charge", help="atoms.info key of the total charge in e; absent means 0 (default: charge)."
-    )
-    parser.add_argument(
-        "--multiplicity-key", default="multiplicity", help="atoms.info key of the spin multiplicity (default: multiplicity)."
-    )
-    parser.add_argument("--max-iterations", type=int, default=250, help="Maximum SCF iterations (default: 250).")
-    parser.add_argument("--accuracy", type=float, default=1.0, help="tblite numerical accuracy; lower is tighter (default: 1.0).")
-    parser.add_argument(
-        "--electronic-temperature", type=float, default=300.0, help="Electronic temperature in K (default: 300)."
-    )
+    parser.add_argument("--dipole-key", default="dipole", help="atoms.info key of the dipole.")
+    parser.add_argument("--energy-key", default="xtb_energy", help="atoms.info key of the energy.")
+    parser.add_argument("--forces-key", default="xtb_forces", help="atoms.arrays key of the forces.")
+    parser.add_argument("--charges-key", default="xtb_charges", help="atoms.arrays key of the charges.")
+
+    parser.add_argument("--charge-key", default="charge", help="atoms.info key of the total charge in e (0 if absent).")
+    parser.add_argument("--multiplicity-key", default="multiplicity", help="atoms.info key of the spin multiplicity.")
+    parser.add_argument("--max-iterations", type=int, default=250, help="Maximum SCF iterations.")
+    parser.add_argument("--accuracy", type=float, default=1.0, help="tblite numerical accuracy; lower is tighter.")
+    parser.add_argument("--electronic-temperature", type=float, default=300.0, help="Electronic temperature in K.")
+
     parser.add_argument(
         "--on-failure",
         choices=("abort", "skip"),
         default="abort",
-        help="When xTB fails on a frame: stop without writing (abort, default) or leave the frame out (skip).",
+        help="When xTB fails on a frame: stop without writing (abort) or leave the frame out (skip).",
     )
     parser.add_argument("--overwrite", action="store_true", help="Replace the output file if it exists.")
     parser.add_argument("--quiet", action="store_true", help="Log warnings and errors only, no progress.")
@@ -219,8 +216,8 @@ def label_file(args: argparse.Namespace) -> tuple[int, int]:
                 except (CalculationFailed, InputError) as error:
                     if args.on_failure == "abort":
                         raise DataError(
-                            f"{where}: xTB failed ({error}); nothing was written. Raise --max-iterations if the SCF did "
-                            "not converge, or pass --on-failure skip to leave such frames out"
+                            f"{where}: xTB failed ({error}); nothing was written. Raise --max-iterations if "
+                            "the SCF did not converge, or pass --on-failure skip to leave such frames out"
                         ) from error
                     logger.warning("%s: xTB failed (%s); frame left out", where, error)
                     skipped += 1
