@@ -190,7 +190,7 @@ def dipole_gradients(potential: Potential, molecules: list[ase.Atoms]) -> tuple[
         + results[keys.CHARGES].pow(2).sum()
         + results[keys.ATOMIC_DIPOLES].pow(2).sum()
     )
-    parameters = [p for p in potential.dipole_head.parameters()]
+    parameters = list(potential.dipole_head.parameters())
     gradients = torch.autograd.grad(loss, [positions, *parameters], allow_unused=True)
     return gradients[0], [g for g in gradients[1:] if g is not None]
 
