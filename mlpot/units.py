@@ -68,6 +68,12 @@ _DIPOLE = {
 _CHARGE = {"e": 1.0}
 
 
+# Unit names are matched without case, except where case is the SI prefix: "meV" is milli and
+# "MeV" mega, "MPa" is mega and "mPa" milli. Neither mega-electronvolts nor millipascals have an
+# entry, so these spellings are rejected instead of read with the wrong prefix.
+_WRONG_PREFIX = re.compile(r"(?<![A-Za-z])(M[eE][vV]|m[pP][aA])(?![A-Za-z])")
+
+
 def _normalise(unit: str) -> str:
     text = unit.strip().lower()
     text = text.replace("angstrom", "å").replace("ang", "å")
@@ -123,6 +129,11 @@ def factor_to_internal(unit: str, quantity: str) -> float:
         raise UnitError(f"unknown quantity {quantity!r}; expected one of {sorted(INTERNAL_UNITS)}")
     if not isinstance(unit, str) or not unit.strip():
         raise _unknown(str(unit), quantity)
+    if _WRONG_PREFIX.search(unit):
+        raise UnitError(
+            f"unknown {quantity} unit {unit!r}: mega-electronvolts and millipascals are not supported. "
+            "Write meV for milli-electronvolts and MPa for megapascals"
+        )
     text = _normalise(unit)
 
     if quantity == "energy":

@@ -13,6 +13,7 @@ import torch
 from mlpot import keys
 from mlpot.data.labels import Structure
 from mlpot.data.neighbours import neighbour_list
+from mlpot.errors import DataError
 
 AtomicGraph = dict[str, torch.Tensor]
 
@@ -65,13 +66,13 @@ def collate(graphs: list[AtomicGraph]) -> AtomicGraph:
     carry the same fields (the same labels).
     """
     if not graphs:
-        raise ValueError("cannot collate an empty list of graphs")
+        raise DataError("cannot collate an empty list of graphs")
     names = set(graphs[0])
     for position, graph in enumerate(graphs[1:], start=1):
         if set(graph) != names:
-            raise ValueError(
+            raise DataError(
                 f"graph {position} has fields {sorted(graph)}, but graph 0 has {sorted(names)}; "
-                "every structure in a dataset needs the same labels"
+                "every structure in a batch needs the same labels"
             )
 
     batch: AtomicGraph = {}
@@ -84,6 +85,19 @@ def collate(graphs: list[AtomicGraph]) -> AtomicGraph:
     for name in names - {keys.EDGE_INDEX, keys.BATCH}:
         batch[name] = torch.cat([graph[name] for graph in graphs], dim=0)
     return batch
+
+
+def edge_vectors(graph: AtomicGraph) -> torch.Tensor:
+    """Return the (n_edges, 3) edge vectors of a graph or batch, in Å, in the dtype of its positions.
+
+    Each vector points from the centre ``EDGE_INDEX[0]`` to the neighbour ``EDGE_INDEX[1]`` through
+    the periodic image given by its cell shift; see :mod:`mlpot.keys`.
+    """
+    positions = graph[keys.POSITIONS]
+    centres, neighbours = graph[keys.EDGE_INDEX]
+    cells = graph[keys.CELL].to(positions.dtype)[graph[keys.BATCH][centres]]
+    shifts = torch.einsum("ek,ekx->ex", graph[keys.CELL_SHIFTS].to(positions.dtype), cells)
+    return positions[neighbours] - positions[centres] + shifts
 
 
 def graph_to(graph: AtomicGraph, device: torch.device | str, dtype: torch.dtype | None = None) -> AtomicGraph:

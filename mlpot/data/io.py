@@ -1,8 +1,8 @@
 """Reading structure files into :class:`~mlpot.data.labels.Structure` objects.
 
-Any format that ``ase.io.read`` understands works (extxyz first, ASE databases too), and so do
-rMD17-style npz files with the arrays ``nuclear_charges`` (n_atoms,), ``coords``
-(frames, n_atoms, 3), ``energies`` (frames,) and ``forces`` (frames, n_atoms, 3).
+Any format that ``ase.io.read`` understands works (extxyz first). ASE databases (.db, .json) are
+read row by row, with each row's key-value pairs and data available as labels. rMD17-style npz
+archives are read by :mod:`mlpot.data.npz`.
 """
 
 from __future__ import annotations
@@ -11,22 +11,25 @@ import logging
 from pathlib import Path
 
 import ase
+import ase.db
 import ase.io
-import numpy as np
+from ase.io.formats import string2index
 
 from mlpot import keys
-from mlpot.data.labels import LabelSpec, Structure, extract_labels
+from mlpot.data.labels import LABEL_QUANTITIES, LabelSpec, Structure, extract_labels
+from mlpot.data.npz import read_npz_frames
 from mlpot.data.validation import validate_structure
 from mlpot.errors import DataError
 from mlpot.units import factor_to_internal
 
 logger = logging.getLogger(__name__)
 
-#: Units of files that ASE reads: ASE converts to eV and Å itself.
+#: Units of files that ASE reads, unless the LabelSpec declares others. ASE keeps the numbers of
+#: an extxyz file as written; these are the units that ASE's own writers use.
 ASE_UNITS = {"energy": "eV", "length": "Å", "forces": "eV/Å", "stress": "eV/Å^3", "dipole": "e·Å"}
 
-# Names of the arrays in rMD17-style npz files, for each label.
-_NPZ_ARRAYS = {keys.ENERGY: "energies", keys.FORCES: "forces", keys.DIPOLE: "dipoles"}
+#: Suffixes of ASE database files, read with :func:`ase.db.connect`.
+DATABASE_SUFFIXES = (".db", ".json")
 
 
 def read_structures(
@@ -39,12 +42,14 @@ def read_structures(
     """Read every frame of ``path`` with its ``labels`` in mlpot's units, and validate it.
 
     Args:
-        path: a file ASE reads (format from the extension; extxyz for .xyz) or an .npz file.
+        path: a file ASE reads (format from the extension; extxyz for .xyz), an ASE database
+            (.db or .json) or an .npz archive.
         labels: labels every frame must have, from :data:`mlpot.keys.LABELS`.
         spec: names and units of the labels in the file; the defaults suit extxyz from ASE.
-        elements: atomic numbers a model knows; a frame with another element raises
+        elements: atomic numbers the model was trained on; a frame with another element raises
             :class:`~mlpot.errors.ElementError`. ``None`` accepts every element.
-        index: frames to read, in ``ase.io.read`` syntax.
+        index: frames to read, in ``ase.io.read`` syntax (``":"``, ``"10:20"``, ``-1``).
+            Error messages and :attr:`Structure.index` give the frame's position in the file.
 
     Raises:
         DataError: the file is missing, unreadable or truncated; a label is missing or invalid;
@@ -53,29 +58,34 @@ def read_structures(
     """
     spec = spec or LabelSpec()
     path = Path(path)
+    labels = tuple(labels)
+    for label in labels:
+        if label not in LABEL_QUANTITIES:
+            raise DataError(f"unknown label {label!r}; expected one of {sorted(LABEL_QUANTITIES)}")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    selection = _parse_index(index)
 
     if path.suffix == ".npz":
-        frames, default_units = _read_npz(path, labels, spec), {}
+        frames, default_units = read_npz_frames(path, labels, spec, selection), {}
     else:
-        frames, default_units = _read_with_ase(path, index), ASE_UNITS
+        if path.suffix in DATABASE_SUFFIXES:
+            frames = _read_database(path, selection)
+        else:
+            frames = _read_with_ase(path, selection)
+        default_units = ASE_UNITS
+        _scale_lengths(frames, spec)
     if not frames:
-        raise DataError(f"{path}: the file contains no structures")
+        raise DataError(f"{path}: the file contains no structures (frames {index!r})")
 
     structures = []
-    for frame_index, atoms in enumerate(frames):
-        where = f"{path}, frame {frame_index}"
-        if path.suffix != ".npz":
-            length_factor = factor_to_internal(spec.length_unit or "Å", "length")
-            if length_factor != 1.0:
-                atoms.positions *= length_factor
-                atoms.cell *= length_factor
+    for frame_number, atoms in frames:
+        where = f"{path}, frame {frame_number}"
         structure = Structure(
             atoms=atoms,
-            labels=extract_labels(atoms, tuple(labels), spec, where, default_units),
+            labels=extract_labels(atoms, labels, spec, where, default_units),
             source=str(path),
-            index=frame_index,
+            index=frame_number,
         )
         validate_structure(structure, elements)
         structures.append(structure)
@@ -83,47 +93,77 @@ def read_structures(
     return structures
 
 
-def _read_with_ase(path: Path, index) -> list[ase.Atoms]:
+def _parse_index(index: str | int | slice) -> int | slice:
+    if isinstance(index, (int, slice)):
+        return index
     try:
-        frames = ase.io.read(str(path), index=index)
+        return string2index(index)
+    except ValueError as error:
+        raise DataError(f"invalid frame selection {index!r}; use an integer or a slice such as ':' or '10:20'") from error
+
+
+def _select(path: Path, frames: list[ase.Atoms], selection: int | slice) -> list[tuple[int, ase.Atoms]]:
+    """Pick frames by ``selection`` and pair each with its position in the file."""
+    try:
+        numbers = range(len(frames))[selection]
+    except IndexError as error:
+        raise DataError(f"{path}: frame {selection} does not exist; the file has {len(frames)} frames") from error
+    if isinstance(numbers, int):
+        numbers = [numbers]
+    return [(number, frames[number]) for number in numbers]
+
+
+def _read_with_ase(path: Path, selection: int | slice) -> list[tuple[int, ase.Atoms]]:
+    # A selection counted from the start lets ASE read only those frames. A selection counted
+    # from the end needs the number of frames, so the whole file is read first.
+    if isinstance(selection, int):
+        from_start = selection >= 0
+    else:
+        from_start = all(bound is None or bound >= 0 for bound in (selection.start, selection.stop))
+        from_start = from_start and (selection.step or 1) > 0
+    try:
+        frames = ase.io.read(str(path), index=selection if from_start else ":")
     except Exception as error:  # ASE raises many exception types for malformed files.
         raise DataError(
-            f"{path}: could not be read by ASE ({type(error).__name__}: {error}). "
-            "Check that the file is complete and that its extension names its format"
+            f"{path}: could not be read by ASE ({type(error).__name__}: {error}). The file may be truncated "
+            "or malformed, or its extension may not name its format"
         ) from error
     if isinstance(frames, ase.Atoms):
         frames = [frames]
-    return list(frames)
+    frames = list(frames)
+
+    if not from_start:
+        return _select(path, frames, selection)
+    if isinstance(selection, int):
+        return [(selection, frames[0])]
+    start, step = selection.start or 0, selection.step or 1
+    return [(start + k * step, atoms) for k, atoms in enumerate(frames)]
 
 
-def _read_npz(path: Path, labels: tuple[str, ...], spec: LabelSpec) -> list[ase.Atoms]:
-    """Turn an rMD17-style npz into frames whose labels sit in ``atoms.info`` and ``atoms.arrays``."""
+def _read_database(path: Path, selection: int | slice) -> list[tuple[int, ase.Atoms]]:
+    """Read an ASE database, with each row's key-value pairs and data merged into ``atoms.info``.
+
+    ``ase.io.read`` drops both, and they are where custom labels such as ``ref_energy`` live.
+    """
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except Exception as error:  # zipfile and numpy raise several types for broken archives.
-        raise DataError(f"{path}: not a readable npz archive ({type(error).__name__}: {error})") from error
-
-    for required in ("nuclear_charges", "coords"):
-        if required not in arrays:
-            raise DataError(f"{path}: npz array {required!r} is missing; the file has {sorted(arrays)}")
-    numbers = np.asarray(arrays["nuclear_charges"], dtype=np.int64)
-    coords = np.asarray(arrays["coords"], dtype=np.float64)
-    if coords.ndim != 3 or coords.shape[1:] != (len(numbers), 3):
-        raise DataError(f"{path}: 'coords' has shape {coords.shape}; expected (frames, {len(numbers)}, 3)")
-    length_factor = factor_to_internal(spec.length_unit or "Å", "length")
+        with ase.db.connect(str(path)) as database:
+            rows = list(database.select())
+    except Exception as error:  # sqlite3 and json raise several types for broken files.
+        raise DataError(f"{path}: not a readable ASE database ({type(error).__name__}: {error})") from error
 
     frames = []
-    for frame, positions in enumerate(coords):
-        atoms = ase.Atoms(numbers=numbers, positions=positions * length_factor)
-        for label in labels:
-            array_name = _NPZ_ARRAYS.get(label)
-            if array_name is None or array_name not in arrays:
-                continue  # extract_labels reports the missing label with the frame.
-            value = arrays[array_name][frame]
-            if label == keys.FORCES:
-                atoms.arrays[spec.key_of(label)] = np.asarray(value, dtype=np.float64)
-            else:
-                atoms.info[spec.key_of(label)] = value
+    for row in rows:
+        atoms = row.toatoms()
+        atoms.info.update(row.key_value_pairs)
+        atoms.info.update(row.get("data", {}))
         frames.append(atoms)
-    return frames
+    return _select(path, frames, selection)
+
+
+def _scale_lengths(frames: list[tuple[int, ase.Atoms]], spec: LabelSpec) -> None:
+    length_factor = factor_to_internal(spec.length_unit or "Å", "length")
+    if length_factor == 1.0:
+        return
+    for _, atoms in frames:
+        atoms.positions *= length_factor
+        atoms.cell *= length_factor

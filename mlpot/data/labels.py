@@ -86,7 +86,8 @@ class Structure:
         return f"{self.source}, frame {self.index}"
 
 
-_QUANTITY_OF_LABEL = {
+#: Physical quantity of each label, as :func:`mlpot.units.factor_to_internal` names it.
+LABEL_QUANTITIES = {
     keys.ENERGY: "energy",
     keys.FORCES: "forces",
     keys.STRESS: "stress",
@@ -151,15 +152,15 @@ def _convert_label(label: str, value, spec: LabelSpec, default_unit: str | None,
             raise DataError(f"{where}: dipole {key!r} has shape {array.shape}; expected 3 components")
         array = array.reshape(3)
 
-    unit = spec.unit_of(_QUANTITY_OF_LABEL[label]) or default_unit
+    unit = spec.unit_of(LABEL_QUANTITIES[label]) or default_unit
     if unit is None:
         raise DataError(
             f"{where}: the unit of {label} is not declared and this format has none; "
-            f"set {_QUANTITY_OF_LABEL[label]}_unit (for example 'kcal/mol' for rMD17 energies)"
+            f"set {LABEL_QUANTITIES[label]}_unit (for example 'kcal/mol' for rMD17 energies)"
         )
     if not np.all(np.isfinite(array)):
         raise DataError(f"{where}: label {key!r} contains NaN or infinite values")
-    return array * factor_to_internal(unit, _QUANTITY_OF_LABEL[label])
+    return array * factor_to_internal(unit, LABEL_QUANTITIES[label])
 
 
 def extract_labels(
@@ -179,8 +180,8 @@ def extract_labels(
     default_units = default_units or {}
     labels: dict[str, np.ndarray] = {}
     for label in requested:
-        if label not in _QUANTITY_OF_LABEL:
-            raise DataError(f"unknown label {label!r}; expected one of {sorted(_QUANTITY_OF_LABEL)}")
+        if label not in LABEL_QUANTITIES:
+            raise DataError(f"unknown label {label!r}; expected one of {sorted(LABEL_QUANTITIES)}")
         key = spec.key_of(label)
         value = find_label(atoms, key)
         if value is None:
@@ -188,7 +189,7 @@ def extract_labels(
                 f"{where}: label {key!r} ({label}) is missing; this frame has {_available_names(atoms)}. "
                 f"Rename the key with {label}_key, or leave {label} out of the labels to train on"
             )
-        default_unit = default_units.get(_QUANTITY_OF_LABEL[label])
+        default_unit = default_units.get(LABEL_QUANTITIES[label])
         labels[label] = _convert_label(label, value, spec, default_unit, len(atoms), where)
 
     charge = find_label(atoms, spec.charge_key)

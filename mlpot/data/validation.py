@@ -52,10 +52,17 @@ def validate_structure(structure: Structure, elements: list[int] | None = None) 
     if elements is not None:
         check_elements(numbers, elements, where)
 
-    edge_index, _ = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, MIN_DISTANCE)
+    try:
+        edge_index, shifts = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, MIN_DISTANCE)
+    except DataError as error:
+        raise DataError(f"{where}: {error}") from error
     if edge_index.shape[1] > 0:
         i, j = (int(k) for k in edge_index[:, 0])
+        shift = shifts[0]
+        distance = np.linalg.norm(atoms.positions[j] - atoms.positions[i] + shift @ atoms.cell.array)
+        image = f" (through a periodic image, cell shift {shift.tolist()})" if shift.any() else ""
         raise DataError(
-            f"{where}: atoms {i} ({symbol(numbers[i])}) and {j} ({symbol(numbers[j])}) are closer than "
-            f"{MIN_DISTANCE} Å" + (" (through a periodic image)" if i == j else "")
+            f"{where}: atoms {i} ({symbol(numbers[i])}) and {j} ({symbol(numbers[j])}) are {distance:.3g} Å "
+            f"apart{image}, closer than {MIN_DISTANCE} Å. Remove duplicated atoms, or check the length unit "
+            "and the cell"
         )

@@ -222,10 +222,15 @@ class EquivariantDipoleHead(nn.Module):
         hidden = self.linear_in(torch.cat([features, self.embedding(species)], dim=-1))
         for layer in self.layers:
             hidden = layer(hidden, centres, neighbours, radial, harmonics)
-        output = self.readout(hidden)
+        output = self.readout(hidden) * OUTPUT_SCALE
         charges = output[:, 0]
         atomic_dipoles = output[:, 1:4] @ self.l1_to_cartesian
         return charges, atomic_dipoles
+
+
+#: Factor on the readout, so that an untrained head predicts charges of about 0.1 e and atomic
+#: dipoles of about 0.1 e·Å, the size of those in organic molecules, instead of about 1.
+OUTPUT_SCALE = 0.1
 
 
 class InvariantDipoleReadout(nn.Module):

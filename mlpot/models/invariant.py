@@ -8,17 +8,19 @@ radial filters W(r_ij), projected on the spherical harmonics of the edge directi
 
 and updates the atom with the rotation invariants of that density,
 
-    B_i^0 = A_i^{00},    B_i^l = Σ_m (A_i^{l m})²  for l ≥ 1.
+    B_i^0 = A_i^{00},    B_i^l = sqrt(1 + Q_i^l) - 1  with  Q_i^l = Σ_m (A_i^{l m})²  for l ≥ 1.
 
-By the addition theorem, Σ_m Y^{lm}(r̂_ij) Y^{lm}(r̂_ik) = P_l(cos θ_jik), and the cosine of the angle
-at i is fixed by three distances, cos θ_jik = (r_ij² + r_ik² - r_jk²) / (2 r_ij r_ik). So B^l is a
-sum of three-body terms that depend on distances only, the angular power spectrum of SOAP
+By the addition theorem, Σ_m Y^{lm}(r̂_ij) Y^{lm}(r̂_ik) = P_l(cos θ_jik) with P_l the Legendre
+polynomial, and the cosine of the angle at i is fixed by three distances,
+cos θ_jik = (r_ij² + r_ik² - r_jk²) / (2 r_ij r_ik). So Q^l is a sum of three-body terms that depend on distances only, the angular power spectrum of SOAP
 (Bartók, Kondor and Csányi, Phys. Rev. B 87, 184115, 2013), computed in O(edges) instead of
 O(triplets). Every input the network sees is invariant under rotation, reflection and
 translation, and the energy is a sum over atoms, so it is invariant under permutations.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from e3nn import o3
@@ -39,6 +41,8 @@ class InteractionBlock(nn.Module):
         self.avg_num_neighbours = float(avg_num_neighbours)
         self.neighbour_linear = nn.Linear(num_features, num_features, bias=False)
         self.filter = nn.Linear(radial_hidden, (lmax + 1) * num_features, bias=False)
+        for linear in (self.neighbour_linear, self.filter):
+            nn.init.normal_(linear.weight, std=1.0 / math.sqrt(linear.in_features))
         # Without bias, an atom with no neighbours (B = 0) keeps its features unchanged.
         self.update = mlp([(lmax + 1) * num_features, num_features, num_features], bias=False)
         # Degree of each spherical-harmonic component, used to pick its radial filter.
@@ -70,7 +74,10 @@ class InteractionBlock(nn.Module):
 
         invariants = [density[:, 0, :]]
         for l in range(1, self.lmax + 1):
-            invariants.append(density[:, l * l : (l + 1) * (l + 1), :].pow(2).sum(dim=1))
+            power = density[:, l * l : (l + 1) * (l + 1), :].pow(2).sum(dim=1)
+            # sqrt(Q + 1) - 1 is Q/2 for small Q and grows like |A| for large Q, so stacked blocks
+            # grow linearly with their input instead of squaring it at every block.
+            invariants.append(torch.sqrt(power + 1.0) - 1.0)
         return features + self.update(torch.cat(invariants, dim=-1))
 
 

@@ -1,9 +1,12 @@
 """The potential: an energy network with reference energies, autograd forces and stress, and dipoles.
 
-E = Σ_i (E0[Z_i] + s · ε_i), where ε_i is the energy network's dimensionless output for atom i,
-E0 the per-element reference energy and s the energy scale (the RMS of the training force
-components). Forces are -∂E/∂r and the stress is (1/V) ∂E/∂ε for a symmetric strain ε applied
-to positions and cell, as in ASE.
+E = Σ_i (E0[Z_i] + δ[Z_i] g_i + s ε_i), where ε_i is the energy network's dimensionless output for
+atom i, E0 the per-element reference energy, s the energy scale (the RMS of the training force
+components) and δ a learned per-element interaction energy, initialised from the training
+split. The coordination gate g_i = 1 - exp(-Σ_j u(r_ij)), with u the cutoff envelope, is close to 1
+for a bonded atom and exactly 0 for an atom without neighbours, so an isolated atom has energy
+E0 and bonded atoms start from the right offset. Forces are -∂E/∂r and the stress is
+(1/V) ∂E/∂ε for a symmetric strain ε applied to positions and cell, as in ASE.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from mlpot.data.graph import AtomicGraph
 from mlpot.data.validation import symbol
 from mlpot.errors import ElementError
 from mlpot.models.invariant import InvariantEnergyModel
+from mlpot.nn.radial import PolynomialEnvelope
 from mlpot.nn.scatter import scatter_sum
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -51,6 +55,7 @@ class Potential(nn.Module):
         energy_scale: scale s of the network's per-atom output, in eV.
         avg_num_neighbours: mean number of neighbours per atom in the training data, which
             normalises the neighbour sums.
+        interaction_shifts: initial δ of each element in ``elements``, in eV; zeros when None.
     """
 
     def __init__(
@@ -60,6 +65,7 @@ class Potential(nn.Module):
         reference_energies: list[float],
         energy_scale: float = 1.0,
         avg_num_neighbours: float = 1.0,
+        interaction_shifts: list[float] | None = None,
     ):
         super().__init__()
         if len(elements) != len(reference_energies):
@@ -84,6 +90,11 @@ class Potential(nn.Module):
         self.reference_energies = [float(e) for e in reference_energies]
         self.energy_scale = float(energy_scale)
         self.avg_num_neighbours = float(avg_num_neighbours)
+        shifts = [0.0] * len(elements) if not interaction_shifts else [float(value) for value in interaction_shifts]
+        if len(shifts) != len(elements):
+            raise ValueError(f"{len(elements)} elements but {len(shifts)} interaction shifts")
+        self.interaction_shifts = nn.Parameter(torch.tensor(shifts))
+        self.gate_envelope = PolynomialEnvelope(config.cutoff, config.envelope_exponent)
         self._reference_tensors: dict[torch.device, torch.Tensor] = {}
         self.to(DTYPES[config.dtype])
 
@@ -162,7 +173,8 @@ class Potential(nn.Module):
             edge_vectors = positions[neighbours] - positions[centres] + shifts
             outputs, features = self.energy_model(species, edge_index, edge_vectors)
             references = self._reference_tensor(outputs.device)[species]
-            atomic_energies = references + self.energy_scale * outputs.to(torch.float64)
+            interaction = self.interaction_shifts[species] * self._coordination_gate(edge_vectors, centres, len(species))
+            atomic_energies = references + (interaction + self.energy_scale * outputs).to(torch.float64)
             energy = scatter_sum(atomic_energies, batch, num_graphs)
             results = {keys.ENERGY: energy, keys.ATOMIC_ENERGIES: atomic_energies}
 
@@ -181,6 +193,11 @@ class Potential(nn.Module):
             if self.dipole_head is not None:
                 results.update(self._dipole(graph, species, edge_index, edge_vectors, features, positions))
         return results
+
+    def _coordination_gate(self, edge_vectors: torch.Tensor, centres: torch.Tensor, num_atoms: int) -> torch.Tensor:
+        """Return g_i = 1 - exp(-Σ_j u(r_ij)) for every atom: 0 without neighbours, near 1 when bonded."""
+        envelope = self.gate_envelope(torch.linalg.vector_norm(edge_vectors, dim=-1))
+        return 1.0 - torch.exp(-scatter_sum(envelope, centres, num_atoms))
 
     def _dipole(self, graph, species, edge_index, edge_vectors, features, positions) -> dict[str, torch.Tensor]:
         """Charges, atomic dipoles and the total dipole about the origin of the coordinates."""

@@ -66,6 +66,8 @@ class Statistics:
         reference_source: ``isolated_atoms``, ``least_squares`` or ``zero``.
         scale_source: ``forces``, ``energy_residual`` or ``default``.
         num_structures: training structures the statistics were computed on.
+        interaction_shifts: mean interaction energy of an atom of each element in a bonded
+            environment, in eV (see :func:`interaction_shifts`); empty means zeros.
     """
 
     elements: list[int]
@@ -75,6 +77,7 @@ class Statistics:
     reference_source: str = REFERENCES_FROM_FIT
     scale_source: str = SCALE_FROM_FORCES
     num_structures: int = 0
+    interaction_shifts: list[float] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
         """Return the fields as a dict of plain Python values."""
@@ -169,6 +172,7 @@ def compute_statistics(
         reference_source = REFERENCES_FROM_ISOLATED_ATOMS
 
     energy_scale, scale_source = _energy_scale(train_structures, dict(zip(elements, references)))
+    shifts = interaction_shifts(train_structures, elements, references)
     avg_num_neighbours = average_num_neighbours(train_structures, cutoff)
     logger.info(
         "statistics of %d training structures: reference energies from %s, energy scale %.6g eV from %s, "
@@ -188,7 +192,29 @@ def compute_statistics(
         reference_source=reference_source,
         scale_source=scale_source,
         num_structures=len(train_structures),
+        interaction_shifts=shifts,
     )
+
+
+def interaction_shifts(structures: Sequence[Structure], elements: list[int], references: list[float]) -> list[float]:
+    """Fit the interaction energy per atom of each element: E - Σ E0 ≈ Σ_Z n_Z δ_Z, in eV.
+
+    With isolated-atom references, the energy of a bonded atom lies several eV below its reference,
+    and the potential adds δ_Z through a smooth coordination gate so that the network starts from
+    the right offset (see :class:`mlpot.models.potential.Potential`). With fitted references the
+    residuals average out and the shifts come out near zero. Uses the minimum-norm least-squares
+    solution, which spreads the shift over elements that always occur together.
+    """
+    labelled = [structure for structure in structures if keys.ENERGY in structure.labels]
+    if not labelled:
+        return [0.0] * len(elements)
+    reference_of = dict(zip(elements, references))
+    counts = element_counts(labelled, elements)
+    residuals = np.array(
+        [float(s.labels[keys.ENERGY]) - sum(reference_of[int(z)] for z in s.atoms.numbers) for s in labelled]
+    )
+    solution, *_ = np.linalg.lstsq(counts, residuals, rcond=None)
+    return [float(value) for value in solution]
 
 
 def _isolated_energies(isolated_atoms) -> tuple[dict[int, float], str]:

@@ -15,6 +15,10 @@ class PolynomialEnvelope(nn.Module):
     beyond r_c. The value and the first two derivatives vanish at r_c, so energies and forces are
     continuous as a pair crosses the cutoff (Klicpera, Groß and Günnemann, "Directional Message
     Passing for Molecular Graphs", ICLR 2020, eq. 8).
+
+    It is evaluated in the factored form u(x) = (1 - x)³ Σ_{k<p} (k+1)(k+2)/2 x^k, which equals the
+    polynomial above but keeps its relative precision near x = 1, where the expanded form cancels
+    to float32 round-off.
     """
 
     def __init__(self, cutoff: float, exponent: int = 5):
@@ -23,31 +27,33 @@ class PolynomialEnvelope(nn.Module):
             raise ValueError(f"envelope exponent must be at least 2, got {exponent}")
         self.cutoff = float(cutoff)
         self.exponent = int(exponent)
+        # Coefficients of the cofactor, highest power first, for Horner's scheme.
+        self.coefficients = [(k + 1) * (k + 2) / 2 for k in reversed(range(self.exponent))]
 
     def forward(self, lengths: torch.Tensor) -> torch.Tensor:
         """Map (n_edges,) lengths in Å to (n_edges,) envelope values."""
-        p = self.exponent
         x = lengths / self.cutoff
-        value = (
-            1.0
-            - (p + 1) * (p + 2) / 2 * x**p
-            + p * (p + 2) * x ** (p + 1)
-            - p * (p + 1) / 2 * x ** (p + 2)
-        )
+        cofactor = torch.full_like(x, self.coefficients[0])
+        for coefficient in self.coefficients[1:]:
+            cofactor = cofactor * x + coefficient
+        value = (1.0 - x) ** 3 * cofactor
         return torch.where(x < 1.0, value, torch.zeros_like(value))
 
 
 class BesselBasis(nn.Module):
-    """Radial basis sqrt(2/r_c) sin(n π r / r_c) / r for n = 1 … num_basis (Klicpera et al., 2020, eq. 7)."""
+    """Radial basis sin(n π x) / x with x = r / r_c, for n = 1 … num_basis.
+
+    The Bessel functions of Klicpera, Groß and Günnemann (ICLR 2020, eq. 7) up to a constant
+    factor, written in the dimensionless x so that the values are of order one for any cutoff.
+    """
 
     def __init__(self, cutoff: float, num_basis: int = 8):
         super().__init__()
         self.cutoff = float(cutoff)
-        frequencies = math.pi / self.cutoff * torch.arange(1, num_basis + 1, dtype=torch.get_default_dtype())
+        frequencies = math.pi * torch.arange(1, num_basis + 1, dtype=torch.get_default_dtype())
         self.register_buffer("frequencies", frequencies)
-        self.prefactor = math.sqrt(2.0 / self.cutoff)
 
     def forward(self, lengths: torch.Tensor) -> torch.Tensor:
         """Map (n_edges,) lengths in Å to (n_edges, num_basis) basis values."""
-        r = lengths.unsqueeze(-1)
-        return self.prefactor * torch.sin(self.frequencies * r) / r
+        x = (lengths / self.cutoff).unsqueeze(-1)
+        return torch.sin(self.frequencies * x) / x

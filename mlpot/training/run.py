@@ -182,6 +182,7 @@ def train(config: Config, resume: str | Path | None = None) -> Path:
         statistics.reference_energies,
         energy_scale=statistics.energy_scale,
         avg_num_neighbours=statistics.avg_num_neighbours,
+        interaction_shifts=statistics.interaction_shifts,
     )
     if config.training.init_from and checkpoint is None:
         _load_initial_weights(potential, Path(config.training.init_from))
