@@ -90,7 +90,8 @@ def test_total_charge_default_and_override():
     atoms = ase.Atoms("H2", positions=[[0.0, 0.0, 0.0], [0.0, 0.0, 0.7]])
     assert atoms_to_graph(atoms, CUTOFF)[keys.TOTAL_CHARGE].tolist() == [0.0]
     assert atoms_to_graph(atoms, CUTOFF, {keys.TOTAL_CHARGE: 1.0})[keys.TOTAL_CHARGE].tolist() == [1.0]
-    assert atoms_to_graph(atoms, CUTOFF, {keys.TOTAL_CHARGE: 1.0}, total_charge=-1)[keys.TOTAL_CHARGE].tolist() == [-1.0]
+    overridden = atoms_to_graph(atoms, CUTOFF, {keys.TOTAL_CHARGE: 1.0}, total_charge=-1)
+    assert overridden[keys.TOTAL_CHARGE].tolist() == [-1.0]
 
 
 # Batches

@@ -11,7 +11,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlpot import keys
 from mlpot.data.io import read_structures
-from mlpot.data.labels import LabelSpec
+from mlpot.data.labels import LabelSpec, Structure
+from mlpot.data.validation import validate_structure
 from mlpot.errors import DataError, ElementError
 from mlpot.units import factor_to_internal
 
@@ -76,7 +77,9 @@ def test_bundled_ethanol_xyz(data_dir):
     np.testing.assert_array_equal(structures[5].labels[keys.FORCES], reference[5].get_forces())
 
 
-@pytest.mark.parametrize("name", ["acetylacetone/train_300K.xyz", "acetylacetone/isolated_atoms.xyz", "ethanol/isolated_atoms.xyz"])
+@pytest.mark.parametrize(
+    "name", ["acetylacetone/train_300K.xyz", "acetylacetone/isolated_atoms.xyz", "ethanol/isolated_atoms.xyz"]
+)
 def test_bundled_xyz_files_load(data_dir, name):
     labels = (keys.ENERGY,) if "isolated" in name else (keys.ENERGY, keys.FORCES)
     structures = read_structures(data_dir / name, labels=labels, index=":5")
@@ -185,7 +188,8 @@ def test_xyz_units_converted(tmp_path):
         np.testing.assert_allclose(structure.atoms.cell.array, atoms.cell.array * BOHR_ANGSTROM, rtol=1e-9)
         assert structure.labels[keys.ENERGY] == pytest.approx(atoms.info["energy"] * hartree, rel=1e-12)
         expected_forces = atoms.arrays["forces"] * hartree / BOHR_ANGSTROM
-        np.testing.assert_allclose(structure.labels[keys.FORCES], expected_forces, rtol=0, atol=XYZ_ATOL * hartree / BOHR_ANGSTROM)
+        forces_atol = XYZ_ATOL * hartree / BOHR_ANGSTROM
+        np.testing.assert_allclose(structure.labels[keys.FORCES], expected_forces, rtol=0, atol=forces_atol)
         np.testing.assert_allclose(structure.labels[keys.STRESS], atoms.info["stress"] * 0.1 / 160.21766, rtol=1e-6)
         np.testing.assert_allclose(structure.labels[keys.DIPOLE], atoms.info["dipole"] * 0.2081943, rtol=1e-6)
 
@@ -194,7 +198,8 @@ def test_npz_length_unit(tmp_path):
     rng = np.random.default_rng(3)
     coords = rng.uniform(0.0, 4.0, size=(2, 3, 3))
     path = tmp_path / "bohr.npz"
-    np.savez(path, nuclear_charges=np.array([8, 1, 1]), coords=coords, energies=rng.normal(size=2), forces=rng.normal(size=(2, 3, 3)))
+    energies, forces = rng.normal(size=2), rng.normal(size=(2, 3, 3))
+    np.savez(path, nuclear_charges=np.array([8, 1, 1]), coords=coords, energies=energies, forces=forces)
     spec = LabelSpec(energy_unit="Hartree", length_unit="Bohr")
     structures = read_structures(path, spec=spec)
     np.testing.assert_allclose(structures[1].atoms.positions, coords[1] * BOHR_ANGSTROM, rtol=1e-9)
@@ -234,7 +239,8 @@ def test_frame_number_counts_from_file_start(tmp_path):
 
 def test_npz_missing_array_raises(tmp_path):
     path = tmp_path / "no_forces.npz"
-    np.savez(path, nuclear_charges=np.array([1, 1]), coords=np.zeros((2, 2, 3)) + [[0, 0, 0], [0, 0, 0.7]], energies=np.zeros(2))
+    coords = np.zeros((2, 2, 3)) + [[0, 0, 0], [0, 0, 0.7]]
+    np.savez(path, nuclear_charges=np.array([1, 1]), coords=coords, energies=np.zeros(2))
     with pytest.raises(DataError, match="no npz array for forces"):
         read_structures(path, spec=LabelSpec(energy_unit="eV"))
 
@@ -301,7 +307,8 @@ def test_close_image_ignored_without_pbc(tmp_path):
 
 def test_unknown_element_raises(tmp_path):
     path = write_xyz(tmp_path / "water.xyz", random_frames(2))
-    with pytest.raises(ElementError, match=r"water\.xyz, frame 0: element O is not in the model's element list \(H, C\)"):
+    message = r"water\.xyz, frame 0: element O is not in the model's element list \(H, C\)"
+    with pytest.raises(ElementError, match=message):
         read_structures(path, elements=[1, 6])
 
 
@@ -337,3 +344,22 @@ def test_frame_out_of_range_raises(data_dir):
     path = data_dir / "rmd17" / "rmd17_ethanol_test_01.npz"
     with pytest.raises(DataError, match="frame 5000 does not exist"):
         read_structures(path, spec=LabelSpec(energy_unit="kcal/mol"), index=5000)
+
+
+def test_validate_nan_cell_raises():
+    atoms = random_frames(1, periodic=True)[0]
+    atoms.cell[2, 2] = np.nan
+    with pytest.raises(DataError, match=r"cell\.xyz, frame 6: the cell contains NaN"):
+        validate_structure(Structure(atoms=atoms, source="cell.xyz", index=6))
+
+
+def test_validate_degenerate_cell_raises():
+    atoms = random_frames(1, periodic=True)[0]
+    atoms.cell[2] = 2 * atoms.cell[0]
+    with pytest.raises(DataError, match=r"cell\.xyz, frame 6: the periodic lattice vectors .* linearly dependent"):
+        validate_structure(Structure(atoms=atoms, source="cell.xyz", index=6))
+
+
+def test_validate_empty_structure_raises():
+    with pytest.raises(DataError, match="no atoms"):
+        validate_structure(Structure(atoms=ase.Atoms(), source="empty.xyz"))

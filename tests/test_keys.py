@@ -97,7 +97,12 @@ def test_graph_fields_match_groups(seed):
     graphs = []
     for size in sizes:
         atoms = ase.Atoms(numbers=np.full(size, 6), positions=rng.uniform(0.0, 3.0, size=(size, 3)))
-        labels = {keys.ENERGY: rng.normal(), keys.FORCES: rng.normal(size=(size, 3)), keys.STRESS: np.eye(3), keys.DIPOLE: np.ones(3)}
+        labels = {
+            keys.ENERGY: rng.normal(),
+            keys.FORCES: rng.normal(size=(size, 3)),
+            keys.STRESS: np.eye(3),
+            keys.DIPOLE: np.ones(3),
+        }
         graphs.append(atoms_to_graph(atoms, cutoff=2.5, labels=labels))
     batch = collate(graphs)
     n_edges = batch[keys.EDGE_INDEX].shape[1]

@@ -170,7 +170,8 @@ def test_units_converted():
     hartree, bohr = factor_to_internal("Hartree", "energy"), factor_to_internal("Bohr", "length")
     assert labels[keys.ENERGY] == pytest.approx(values["energy"] * hartree, rel=1e-12)
     np.testing.assert_allclose(labels[keys.FORCES], values["forces"] * hartree / bohr, rtol=1e-12)
-    np.testing.assert_allclose(labels[keys.STRESS], values["stress"] * 0.1 * factor_to_internal("GPa", "stress"), rtol=1e-12)
+    kbar = 0.1 * factor_to_internal("GPa", "stress")
+    np.testing.assert_allclose(labels[keys.STRESS], values["stress"] * kbar, rtol=1e-12)
     np.testing.assert_allclose(labels[keys.DIPOLE], values["dipole"] * factor_to_internal("Debye", "dipole"), rtol=1e-12)
 
 

@@ -99,7 +99,9 @@ def _parse_index(index: str | int | slice) -> int | slice:
     try:
         return string2index(index)
     except ValueError as error:
-        raise DataError(f"invalid frame selection {index!r}; use an integer or a slice such as ':' or '10:20'") from error
+        raise DataError(
+            f"invalid frame selection {index!r}; use an integer or a slice such as ':' or '10:20'"
+        ) from error
 
 
 def _select(path: Path, frames: list[ase.Atoms], selection: int | slice) -> list[tuple[int, ase.Atoms]]:
