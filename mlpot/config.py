@@ -77,13 +77,31 @@ class DataConfig:
 class ModelConfig:
     """Architecture and sizes of the model."""
 
-    model: str = option("invariant", "Energy network.", choices=("invariant",))
+    model: str = option(
+        "invariant",
+        "Energy network: invariant (message passing on distances and angles) or equivariant "
+        "(E(3)-equivariant message passing on scalar, vector and tensor features).",
+        choices=("invariant", "equivariant"),
+    )
     cutoff: float = option(5.0, "Cutoff radius of the neighbour list.", unit="Å")
-    num_features: int = option(64, "Features per atom.")
+    num_features: int = option(64, "Features per atom of the invariant model.")
     num_radial: int = option(8, "Bessel radial basis functions.")
     radial_hidden: int = option(64, "Width of the radial network that turns the basis into filters.")
-    num_interactions: int = option(3, "Interaction (message-passing) blocks.")
-    lmax: int = option(2, "Highest angular degree of the three-body terms; 0 leaves only distances.")
+    num_interactions: int = option(3, "Interaction (message-passing) blocks of the invariant model.")
+    lmax: int = option(
+        2,
+        "Highest angular degree: of the three-body terms (invariant model; 0 leaves only distances) or of "
+        "the node features and edge spherical harmonics (equivariant model; cost grows steeply above 2).",
+    )
+    equivariant_features: int = option(
+        32, "Channels of each irrep (0e, 1o, 2e, ... up to lmax) in the node features of the equivariant model."
+    )
+    equivariant_layers: int = option(2, "Interaction (message-passing) blocks of the equivariant model.")
+    correlation: int = option(
+        3,
+        "Highest order of the products of each atom's neighbour density with itself in the equivariant "
+        "model; each block then reaches body order correlation + 1. 1 leaves no products.",
+    )
     envelope_exponent: int = option(5, "Exponent p of the polynomial cutoff envelope.")
     dtype: str = option("float32", "Floating-point type of the model's weights and arithmetic.", choices=("float32", "float64"))
     dipole: bool = option(False, "Add the E(3)-equivariant dipole head (atomic charges and atomic dipoles).")

@@ -21,6 +21,7 @@ from mlpot.config import ModelConfig
 from mlpot.data.graph import AtomicGraph
 from mlpot.data.validation import symbol
 from mlpot.errors import ElementError
+from mlpot.models.equivariant import EquivariantEnergyModel
 from mlpot.models.invariant import InvariantEnergyModel
 from mlpot.nn.radial import PolynomialEnvelope
 from mlpot.nn.scatter import scatter_sum
@@ -39,6 +40,19 @@ def build_energy_model(config: ModelConfig, num_elements: int, avg_num_neighbour
             radial_hidden=config.radial_hidden,
             num_interactions=config.num_interactions,
             lmax=config.lmax,
+            envelope_exponent=config.envelope_exponent,
+            avg_num_neighbours=avg_num_neighbours,
+        )
+    if config.model == "equivariant":
+        return EquivariantEnergyModel(
+            num_elements=num_elements,
+            cutoff=config.cutoff,
+            num_features=config.equivariant_features,
+            num_radial=config.num_radial,
+            radial_hidden=config.radial_hidden,
+            num_interactions=config.equivariant_layers,
+            lmax=config.lmax,
+            correlation=config.correlation,
             envelope_exponent=config.envelope_exponent,
             avg_num_neighbours=avg_num_neighbours,
         )
