@@ -28,7 +28,7 @@ from torch import nn
 
 from mlpot.nn.mlp import mlp
 from mlpot.nn.radial import BesselBasis, PolynomialEnvelope
-from mlpot.nn.scatter import scatter_sum
+from mlpot.nn.neighbourhood import Neighbourhoods
 
 
 class InteractionBlock(nn.Module):
@@ -45,32 +45,28 @@ class InteractionBlock(nn.Module):
             nn.init.normal_(linear.weight, std=1.0 / math.sqrt(linear.in_features))
         # Without bias, an atom with no neighbours (B = 0) keeps its features unchanged.
         self.update = mlp([(lmax + 1) * num_features, num_features, num_features], bias=False)
-        # Degree of each spherical-harmonic component, used to pick its radial filter.
-        degrees = torch.cat([torch.full((2 * l + 1,), l) for l in range(lmax + 1)])
-        self.register_buffer("degrees", degrees, persistent=False)
 
     def forward(
         self,
         features: torch.Tensor,
-        centres: torch.Tensor,
         neighbours: torch.Tensor,
         radial: torch.Tensor,
-        harmonics: torch.Tensor,
+        harmonics: list[torch.Tensor],
     ) -> torch.Tensor:
-        """Update node features.
+        """Update node features; the edge inputs come padded per centre atom (see Neighbourhoods).
 
         Args:
             features: (n_atoms, F) node features.
-            centres, neighbours: (n_edges,) centre atom i and neighbour j of each edge.
-            radial: (n_edges, H) radial embedding, already multiplied by the cutoff envelope.
-            harmonics: (n_edges, (lmax+1)²) spherical harmonics of the edge directions.
+            neighbours: (n_atoms, K) neighbour j in each slot of atom i's row (any index when unused).
+            radial: (n_atoms, K, H) radial embedding times the cutoff envelope, zero in unused slots.
+            harmonics: for each degree l, (n_atoms, 2l+1, K) spherical harmonics of the edge directions.
         """
-        num_atoms = features.shape[0]
-        filters = self.filter(radial).view(-1, self.lmax + 1, self.num_features)  # (E, L+1, F)
-        messages = self.neighbour_linear(features)[neighbours]  # (E, F)
-        weighted = filters[:, self.degrees, :] * messages.unsqueeze(1)  # (E, (L+1)², F)
-        density = scatter_sum(weighted * harmonics.unsqueeze(-1), centres, num_atoms)
-        density = density / self.avg_num_neighbours  # (N, (L+1)², F)
+        # split and unbind rather than slicing: their gradients concatenate instead of filling
+        # zero tensors, which took a third of a training step.
+        filters = self.filter(radial).split(self.num_features, dim=-1)  # L+1 of (N, K, F)
+        messages = self.neighbour_linear(features)[neighbours]  # (N, K, F)
+        blocks = [torch.bmm(components, weights * messages) for components, weights in zip(harmonics, filters)]
+        density = torch.cat(blocks, dim=1) / self.avg_num_neighbours  # (N, (L+1)², F)
 
         invariants = [density[:, 0, :]]
         for l in range(1, self.lmax + 1):
@@ -133,9 +129,15 @@ class InvariantEnergyModel(nn.Module):
             list(range(self.lmax + 1)), edge_vectors, normalize=True, normalization="norm"
         )
 
+        rows = Neighbourhoods(centres, species.shape[0])
+        padded_neighbours = rows.pad(neighbours)
+        padded_radial = rows.pad(radial)
+        degrees = [2 * l + 1 for l in range(self.lmax + 1)]
+        padded_harmonics = [block.transpose(1, 2) for block in rows.pad(harmonics).split(degrees, dim=-1)]
+
         initial = self.embedding(species)
         features = initial
         for interaction in self.interactions:
-            features = interaction(features, centres, neighbours, radial, harmonics)
+            features = interaction(features, padded_neighbours, padded_radial, padded_harmonics)
         energies = self.readout(features) - self.readout(initial)
         return energies.squeeze(-1), features
