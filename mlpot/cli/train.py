@@ -25,7 +25,11 @@ def add_parser(subparsers) -> None:
             f"bundled acetylacetone data ({DEMO_CONFIG}). Every config key is also a flag; flags override the file."
         ),
     )
-    parser.add_argument("config", nargs="?", help="YAML config file with sections data, model, training")
+    parser.add_argument(
+        "config",
+        nargs="?",
+        help="YAML config file with sections data, model, training; bundled:configs/NAME.yaml names an example shipped with mlpot",
+    )
     parser.add_argument("--resume", metavar="DIR", help="continue the interrupted run in run folder DIR")
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(f"{section} options")
@@ -49,7 +53,7 @@ def build_config(args: argparse.Namespace) -> Config:
     if args.resume:
         config = load_run_config(Path(args.resume))
     elif args.config:
-        config = load_config(args.config)
+        config = load_config(resolve_data_path(args.config))
     elif "train_file" in overrides:
         config = Config()
     else:
