@@ -23,3 +23,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Potentia
 
     return _load_model(path, device=device)
 
+
+def __getattr__(name: str):
+    # MLPotCalculator imports ASE and torch, so it is loaded on first access, not at package import.
+    if name == "MLPotCalculator":
+        from mlpot.calculator import MLPotCalculator
+
+        return MLPotCalculator
+    raise AttributeError(f"module 'mlpot' has no attribute {name!r}")
