@@ -8,9 +8,10 @@ For molecular dynamics the calculator can keep its neighbour list between steps:
 > 0 the list is built with the radius cutoff + skin and reused while no atom has moved more
 than skin / 2 from where it was when the list was built, and while cell, periodicity and atomic
 numbers stay the same. Two atoms that end up closer than the cutoff were then closer than
-cutoff + skin when the list was built, so no pair inside the cutoff is missed. The extra pairs
-between cutoff and cutoff + skin contribute exactly zero, because the cutoff envelope of the
-model is zero there.
+cutoff + skin when the list was built, so no pair inside the cutoff is missed. Before each
+evaluation the pairs that are now farther apart than the cutoff are dropped, so the model gets
+the same pairs as from a new list. Those pairs would contribute exactly zero anyway, because the
+cutoff envelope of the model is zero there, but they would cost time.
 """
 
 from __future__ import annotations
@@ -54,9 +55,11 @@ class MLPotCalculator(Calculator):
 
     The total charge of a structure is ``atoms.info["charge"]`` when present, otherwise the sum of
     ``atoms.get_initial_charges()`` (zero unless set). It only affects models with a dipole head,
-    whose charges are shifted to sum to it. A change of positions (in-place edits included),
-    cell, periodicity, atomic numbers, initial charges or ``info["charge"]`` makes the next
-    request recompute; repeated requests without a change reuse the stored results.
+    whose charges are shifted to sum to it.
+
+    After a change of positions (in-place edits included), cell, periodicity, atomic numbers,
+    initial charges or ``info["charge"]``, the next request recomputes. Repeated requests without
+    a change reuse the stored results.
 
     Args:
         model: a model file written by :func:`mlpot.save_model`, or a loaded potential. The
@@ -208,17 +211,35 @@ class MLPotCalculator(Calculator):
             state = self._build_list(positions, cell, pbc, atoms.numbers)
 
         device = self.device
+        positions_tensor = torch.tensor(positions, dtype=torch.float64, device=device)
+        cell_tensor = torch.tensor(cell, dtype=torch.float64, device=device)
+        edge_index, cell_shifts = state["edge_index"], state["cell_shifts"]
+        if self.skin > 0.0:
+            edge_index, cell_shifts = self._pairs_within_cutoff(positions_tensor, cell_tensor, edge_index, cell_shifts)
         return {
-            keys.POSITIONS: torch.tensor(positions, dtype=torch.float64, device=device),
+            keys.POSITIONS: positions_tensor,
             keys.ATOMIC_NUMBERS: state["numbers"],
-            keys.CELL: torch.tensor(cell, dtype=torch.float64, device=device).reshape(1, 3, 3),
+            keys.CELL: cell_tensor.reshape(1, 3, 3),
             keys.PBC: torch.tensor(pbc, device=device).reshape(1, 3),
             keys.BATCH: state["batch"],
             keys.NUM_ATOMS: state["num_atoms"],
-            keys.EDGE_INDEX: state["edge_index"],
-            keys.CELL_SHIFTS: state["cell_shifts"],
+            keys.EDGE_INDEX: edge_index,
+            keys.CELL_SHIFTS: cell_shifts,
             keys.TOTAL_CHARGE: torch.tensor([total_charge(atoms)], dtype=torch.float64, device=device),
         }
+
+    def _pairs_within_cutoff(
+        self, positions: torch.Tensor, cell: torch.Tensor, edge_index: torch.Tensor, cell_shifts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Drop the edges of the skin list that are now longer than the cutoff.
+
+        Those edges would contribute exactly zero, because the model's envelope is zero beyond
+        the cutoff, but they would still cost as much as any other edge. With a skin of 1 Å and
+        a cutoff of 5 Å, the water boxes of scripts/benchmark_md.py list 1.55 times the edges the model needs.
+        """
+        vectors = positions[edge_index[1]] - positions[edge_index[0]] + cell_shifts @ cell
+        keep = torch.linalg.vector_norm(vectors, dim=-1) < self.cutoff
+        return edge_index[:, keep], cell_shifts[keep]
 
     def _list_outdated(self, state: dict, positions, cell, pbc, numbers) -> bool:
         if self.skin == 0.0:

@@ -17,8 +17,8 @@ def add_parser(subparsers) -> None:
             "Maxwell-Boltzmann velocities at --temperature. Units: fs, K, eV, Å."
         ),
     )
-    parser.add_argument("model", help="model file written by mlpot train (model.pt)")
-    parser.add_argument("structure", help="structure file in any format ASE reads; the last frame is used")
+    parser.add_argument("model", metavar="MODEL", help="model file written by mlpot train (model.pt)")
+    parser.add_argument("structure", metavar="STRUCTURE", help="structure file in any format ASE reads; the last frame is used")
     parser.add_argument(
         "--ensemble", choices=ENSEMBLES, default=defaults.ensemble, help="nve: velocity Verlet; nvt: Langevin (default nve)"
     )
@@ -30,7 +30,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--friction", type=float, default=defaults.friction, help="Langevin friction in 1/fs, nvt only (default 0.01)"
     )
-    parser.add_argument("--trajectory", metavar="OUT.extxyz", help="extended-XYZ trajectory to write; overwritten if it exists")
+    parser.add_argument(
+        "--trajectory",
+        metavar="OUT.extxyz",
+        help="extended-XYZ file for frames with energy, forces, momenta and (if the model has a dipole head) dipole; "
+        "overwritten if it exists",
+    )
     parser.add_argument(
         "--interval", type=int, default=defaults.interval, help="steps between trajectory frames and log lines (default 10)"
     )
