@@ -9,9 +9,10 @@ with the parity (-1)^l of the spherical harmonics Y^l, so that position-derived 
    and channel by a radial network R of the distance;
 2. mixes the channels of A_i linearly and raises its body order with channel-wise products
    B^1 = A, B^k = B^(k-1) ⊗ A for k up to ``correlation``, whose path weights depend on the
-   element of atom i. A product of k densities, each a sum over neighbours, is a (k+1)-body
-   function, so one block with correlation ν reaches body order ν + 1, where plain message
-   passing needs ν blocks. The products act on atoms, not edges, so they cost little;
+   element of atom i. In the first block a product of k densities, each a sum over neighbours,
+   is a polynomial of (k+1)-body terms, so one block with correlation ν reaches body order ν + 1,
+   where blocks linear in A would need ν of them. The products act on atoms, not edges, so their
+   cost grows with the number of atoms only;
 3. updates h_i ← h_i + Gate(Linear(B^1, …, B^ν)), where the gate applies SiLU to scalars and
    multiplies each l ≥ 1 channel by the sigmoid of its own scalar gate.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+import torch.fx
 from e3nn import o3
 from e3nn.nn import Gate
 from torch import nn
@@ -206,6 +208,39 @@ class EquivariantInteraction(nn.Module):
         return features + update
 
 
+def _generated_code_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Return the buffers of the torch.fx modules that e3nn generates, by name relative to ``model``.
+
+    These buffers are constants such as Clebsch-Gordan coefficients, rebuilt at construction.
+    Their names are not stable, because in e3nn 0.6 a copy of a tensor product (copy.deepcopy,
+    pickling) regenerates its code and can store extra constants as ``_tensor_constant0``, ….
+    """
+    buffers = {}
+    for module_name, module in model.named_modules():
+        if isinstance(module, torch.fx.GraphModule):
+            for buffer_name, buffer in module.named_buffers(recurse=False):
+                buffers[f"{module_name}.{buffer_name}"] = buffer
+    return buffers
+
+
+def _drop_generated_code_buffers(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    """Remove the generated constants from a state dict, so that it does not depend on how the model was copied."""
+    for name in _generated_code_buffers(module):
+        state_dict.pop(prefix + name, None)
+
+
+def _restore_generated_code_buffers(
+    module: nn.Module, state_dict: dict, prefix: str, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+) -> None:
+    """Replace any generated constants in a loaded state dict with the module's own before loading."""
+    generated_modules = {name for name, child in module.named_modules() if isinstance(child, torch.fx.GraphModule)}
+    for key in [key for key in state_dict if key.startswith(prefix)]:
+        if key[len(prefix) :].rpartition(".")[0] in generated_modules:
+            del state_dict[key]
+    for name, buffer in _generated_code_buffers(module).items():
+        state_dict[prefix + name] = buffer
+
+
 @contextlib.contextmanager
 def default_dtype(dtype: torch.dtype):
     """Set torch's default dtype inside the block and restore the previous one after it."""
@@ -297,6 +332,12 @@ class EquivariantEnergyModel(nn.Module):
             # The last layer has no bias, which would cancel in MLP(s^T) - MLP(s^0) and never train.
             hidden = max(num_features // 2, 1)
             self.readout = nn.Sequential(nn.Linear(num_features, hidden), nn.SiLU(), nn.Linear(hidden, 1, bias=False))
+
+        # The exponential moving average of training deep-copies the model. Without these hooks
+        # its state dict would name constants that a freshly built model lacks, and model files
+        # written from it would not load.
+        self.register_state_dict_post_hook(_drop_generated_code_buffers)
+        self.register_load_state_dict_pre_hook(_restore_generated_code_buffers)
 
     def forward(
         self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
