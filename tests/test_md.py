@@ -113,7 +113,13 @@ def train_acetylacetone(steps: int = 1000, seed: int = 0) -> Potential:
 
 @pytest.fixture(scope="session")
 def trained_potential() -> Potential:
-    return train_acetylacetone()
+    # Session fixtures start before the module's single_thread fixture, so this one sets its own.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_acetylacetone()
+    finally:
+        torch.set_num_threads(previous)
 
 
 @pytest.fixture(autouse=True, scope="module")
