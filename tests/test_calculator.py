@@ -28,10 +28,12 @@ ELEMENTS = [1, 6, 8]
 REFERENCES = [-13.5, -1026.8, -2037.8]
 
 
-def make_potential(dtype: str = "float64", dipole: bool = False, seed: int = 0) -> Potential:
+def make_potential(dtype: str = "float64", dipole: bool = False, seed: int = 0, model: str = "invariant") -> Potential:
     """Build a small untrained potential for H, C and O whose forces are of order 1 eV/Å."""
     torch.manual_seed(seed)
     config = ModelConfig(
+        model=model,
+        equivariant_features=4,
         num_features=16,
         radial_hidden=16,
         num_interactions=2,
@@ -328,7 +330,9 @@ def test_missing_model_file_raises(tmp_path):
 # Neighbour-list skin
 
 
-def test_envelope_ignores_pairs_beyond_cutoff(potential):
+@pytest.mark.parametrize("model", ["invariant", "equivariant"])
+def test_envelope_ignores_pairs_beyond_cutoff(model):
+    potential = make_potential(model=model)
     atoms = random_periodic(6, num_atoms=12, length=6.0)
     plain = atoms_to_graph(atoms, CUTOFF)
     wide = atoms_to_graph(atoms, CUTOFF + 1.5)
@@ -352,7 +356,9 @@ def test_dipole_head_ignores_pairs_beyond_cutoff():
         )
 
 
-def test_skin_matches_fresh_list_on_random_walk(potential):
+@pytest.mark.parametrize("model", ["invariant", "equivariant"])
+def test_skin_matches_fresh_list_on_random_walk(model):
+    potential = make_potential(model=model)
     atoms = random_periodic(8, num_atoms=12, length=6.0)
     rng = np.random.default_rng(8)
     with_skin = MLPotCalculator(potential, skin=1.0)
