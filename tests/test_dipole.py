@@ -330,5 +330,7 @@ def test_invariant_readout_collapses():
         sizes[kind] = float(predicted.norm(dim=-1).mean() / label.norm(dim=-1).mean())
 
     assert errors["equivariant"] < 0.2
-    assert sizes["invariant"] < 0.3
+    # The best invariant output for a geometry is the mean of its 16 rotated training labels, of
+    # expected size 1/sqrt(16) = 0.25 of a label; it cannot follow the test rotations at all.
+    assert sizes["invariant"] < 0.5
     assert errors["invariant"] > 0.9

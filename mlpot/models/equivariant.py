@@ -27,7 +27,6 @@ reflections and translations.
 
 from __future__ import annotations
 
-import contextlib
 
 import torch
 import torch.fx
@@ -36,6 +35,7 @@ from e3nn.nn import Gate
 from torch import nn
 
 from mlpot.errors import ConfigError
+from mlpot.nn.dtypes import default_dtype
 from mlpot.nn.mlp import mlp
 from mlpot.nn.radial import BesselBasis, PolynomialEnvelope
 from mlpot.nn.scatter import scatter_sum
@@ -239,17 +239,6 @@ def _restore_generated_code_buffers(
             del state_dict[key]
     for name, buffer in _generated_code_buffers(module).items():
         state_dict[prefix + name] = buffer
-
-
-@contextlib.contextmanager
-def default_dtype(dtype: torch.dtype):
-    """Set torch's default dtype inside the block and restore the previous one after it."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 class EquivariantEnergyModel(nn.Module):

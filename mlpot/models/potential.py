@@ -23,6 +23,7 @@ from mlpot.data.validation import symbol
 from mlpot.errors import ElementError
 from mlpot.models.equivariant import EquivariantEnergyModel
 from mlpot.models.invariant import InvariantEnergyModel
+from mlpot.nn.dtypes import default_dtype
 from mlpot.nn.radial import PolynomialEnvelope
 from mlpot.nn.scatter import scatter_sum
 
@@ -89,12 +90,14 @@ class Potential(nn.Module):
         self.config = config
         self.elements = [int(z) for z in elements]
         self.cutoff = float(config.cutoff)
-        self.energy_model = build_energy_model(config, len(elements), avg_num_neighbours)
-        self.dipole_head: nn.Module | None = None
-        if config.dipole:
-            from mlpot.models.dipole import build_dipole_head
+        # Built in float64 and cast to the model dtype below, so that e3nn's coefficients are exact.
+        with default_dtype(torch.float64):
+            self.energy_model = build_energy_model(config, len(elements), avg_num_neighbours)
+            self.dipole_head: nn.Module | None = None
+            if config.dipole:
+                from mlpot.models.dipole import build_dipole_head
 
-            self.dipole_head = build_dipole_head(config, self.energy_model.irreps_out, len(elements), avg_num_neighbours)
+                self.dipole_head = build_dipole_head(config, self.energy_model.irreps_out, len(elements), avg_num_neighbours)
 
         species_of_number = torch.full((119,), -1, dtype=torch.int64)
         species_of_number[torch.tensor(self.elements)] = torch.arange(len(elements))
