@@ -122,7 +122,10 @@ class TrainingConfig:
     devices: int = option(1, "Processes (CPU) or GPUs per node; more than 1 trains with Lightning's DDP.")
     num_nodes: int = option(1, "Nodes for multi-node DDP.")
     deterministic: bool = option(
-        False, "Ask torch for deterministic kernels. CPU runs are reproducible without it; on GPU it slows training."
+        False,
+        "Make Lightning call torch.use_deterministic_algorithms(True), for GPU runs that repeat bitwise with "
+        "one seed. CPU runs repeat without it. On GPU the deterministic index_add and index_put kernels of the "
+        "neighbour sums are slower, and an operation without a deterministic kernel raises an error.",
     )
     learning_rate: float = option(5e-3, "Peak learning rate of the Adam optimiser (AMSGrad).")
     weight_decay: float = option(0.0, "Decoupled weight decay (AdamW).")
@@ -265,7 +268,10 @@ def config_from_dict(values: dict, where: str = "config") -> Config:
                 if name in all_keys:
                     raise ConfigError(f"{where}: key {name!r} belongs in the {all_keys[name][0]!r} section, not {section!r}")
                 raise _unknown_key_error(f"{where}, section {section!r}", name, names)
-            setattr(target, name, convert_value(section, name, value))
+            try:
+                setattr(target, name, convert_value(section, name, value))
+            except ConfigError as error:
+                raise ConfigError(f"{where}: {error}") from None
     return config
 
 

@@ -23,13 +23,25 @@ def label_spec_from_args(args: argparse.Namespace) -> LabelSpec:
         value = getattr(args, f"label_{item.name}")
         if value is not None:
             setattr(spec, item.name, value)
+    spec.check_units()
     return spec
+
+
+def positive_int(text: str) -> int:
+    """Parse a command-line value that must be a whole number of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def add_device_options(parser: argparse.ArgumentParser) -> None:
     """Add --device and --batch-size."""
     parser.add_argument("--device", default="cpu", help="torch device to evaluate on: cpu, cuda, cuda:1, ... (default cpu)")
-    parser.add_argument("--batch-size", type=int, default=32, help="structures per batch (default 32)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="structures per batch (default 32)")
 
 
 def labels_in_first_frame(path: str, spec: LabelSpec) -> tuple[str, ...]:

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return COMMANDS[args.command].run(args)
-    except (MLPotError, FileNotFoundError, IsADirectoryError, PermissionError) as error:
+    except (MLPotError, OSError) as error:  # OSError: a path, permission or disk problem, not a bug
         if debug:
             raise
         print(f"mlpot {args.command}: error: {error}", file=sys.stderr)

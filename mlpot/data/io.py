@@ -8,6 +8,7 @@ archives are read by :mod:`mlpot.data.npz`.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import ase
@@ -62,8 +63,12 @@ def read_structures(
     for label in labels:
         if label not in LABEL_QUANTITIES:
             raise DataError(f"unknown label {label!r}; expected one of {sorted(LABEL_QUANTITIES)}")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; give the path of a structure file")
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: file not found; check the path (relative paths start at {Path.cwd()})")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path}: permission denied; make the file readable (chmod u+r) or copy it")
     selection = _parse_index(index)
 
     if path.suffix == ".npz":
@@ -126,8 +131,15 @@ def _read_with_ase(path: Path, selection: int | slice) -> list[tuple[int, ase.At
     try:
         frames = ase.io.read(str(path), index=selection if from_start else ":")
     except Exception as error:  # ASE raises many exception types for malformed files.
+        reason = f"{type(error).__name__}: {error}"
+        frame = _first_unreadable_frame(path)
+        if frame:  # frame 0 failing says nothing beyond the error itself; the format may be wrong
+            raise DataError(
+                f"{path}: could not be read by ASE, frame {frame} is truncated or malformed ({reason}). "
+                "Repair or remove that frame; a file cut short by an interrupted write or copy loses its last frames"
+            ) from error
         raise DataError(
-            f"{path}: could not be read by ASE ({type(error).__name__}: {error}). The file may be truncated "
+            f"{path}: could not be read by ASE ({reason}). The file may be truncated "
             "or malformed, or its extension may not name its format"
         ) from error
     if isinstance(frames, ase.Atoms):
@@ -140,6 +152,17 @@ def _read_with_ase(path: Path, selection: int | slice) -> list[tuple[int, ase.At
         return [(selection, frames[0])]
     start, step = selection.start or 0, selection.step or 1
     return [(start + k * step, atoms) for k, atoms in enumerate(frames)]
+
+
+def _first_unreadable_frame(path: Path) -> int | None:
+    """Return the index of the first frame that ASE fails to read, or None if it reads them all."""
+    count = 0
+    try:
+        for _ in ase.io.iread(str(path), index=":"):
+            count += 1
+    except Exception:  # the same errors as the full read; only where it happens matters here
+        return count
+    return None
 
 
 def _read_database(path: Path, selection: int | slice) -> list[tuple[int, ase.Atoms]]:

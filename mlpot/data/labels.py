@@ -15,7 +15,7 @@ import ase
 import numpy as np
 
 from mlpot import keys
-from mlpot.errors import DataError
+from mlpot.errors import DataError, UnitError
 from mlpot.units import factor_to_internal
 
 
@@ -65,6 +65,20 @@ class LabelSpec:
         if quantity == "stress":
             return f"{self.energy_unit}/{length}^3"
         return None
+
+    def check_units(self) -> None:
+        """Raise UnitError for a declared unit that mlpot does not know, before any file is read.
+
+        A unit is otherwise checked only when a label of its quantity is converted.
+        """
+        for quantity in ("energy", "length", "forces", "stress", "dipole"):
+            unit = self.unit_of(quantity)
+            if unit is None:
+                continue
+            try:
+                factor_to_internal(unit, quantity)
+            except UnitError as error:
+                raise UnitError(f"{quantity}_unit: {error}") from None
 
 
 @dataclass

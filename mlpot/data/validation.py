@@ -27,7 +27,10 @@ def check_elements(numbers: np.ndarray, elements: list[int], where: str) -> None
     if unknown:
         names = ", ".join(symbol(z) for z in unknown)
         known = ", ".join(symbol(int(z)) for z in elements)
-        raise ElementError(f"{where}: element {names} is not in the model's element list ({known})")
+        raise ElementError(
+            f"{where}: element {names} is not in the model's element list ({known}); use a model trained on "
+            f"data that contain {names}, or leave these structures out"
+        )
 
 
 def validate_structure(structure: Structure, elements: list[int] | None = None) -> None:

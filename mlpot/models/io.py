@@ -38,6 +38,7 @@ import torch
 from mlpot import __version__, keys
 from mlpot.config import config_from_dict
 from mlpot.errors import ConfigError, ModelFileError
+from mlpot.fileio import load_failure_reason, rejected_object
 from mlpot.models.potential import DTYPES, Potential
 from mlpot.models.statistics import Statistics
 
@@ -176,19 +177,16 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
 
 
 def _load_failure_message(path: Path, error: Exception) -> str:
-    text = str(error)
-    if "weights only" in text.lower() or "weights_only" in text.lower():
-        # torch's message starts with advice to load with weights_only=False, which would run the
-        # file's code, so only the line that names the rejected object is kept.
-        lines = [line.strip() for line in text.splitlines()]
-        detail = next((line for line in lines if "global" in line.lower() or "unsupported" in line.lower()), "").rstrip(".")
+    # torch's message starts with advice to load with weights_only=False, which would run the
+    # file's code, so only the line that gives the reason is kept.
+    detail = rejected_object(error)
+    if detail is not None:
         return (
-            f"{path} was rejected: it contains pickled Python objects that a model file never holds"
-            f"{f' ({detail})' if detail else ''}, or it is corrupted. Nothing in it was run. Load only "
-            "model files written by mlpot.save_model"
+            f"{path} was rejected: it contains pickled Python objects that a model file never holds "
+            f"({detail}). Nothing in it was run. Load only model files written by mlpot.save_model"
         )
     return (
-        f"{path} could not be read as a model file ({type(error).__name__}: {error}); "
+        f"{path} could not be read as a model file ({load_failure_reason(error)}); "
         "the file is truncated, corrupted or not an mlpot model"
     )
 

@@ -2,24 +2,89 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from tqdm import tqdm
 
+from mlpot.errors import ModelFileError
 from mlpot.fileio import atomic_torch_save, safe_torch_load
+
+#: Checkpoint entry with the SHA-256 of all other entries (see :func:`checkpoint_digest`). The zip
+#: container of torch.save detects truncation but not a changed byte inside a tensor.
+CHECKSUM_KEY = "mlpot_checksum"
+
+
+def checkpoint_digest(value: Any) -> str:
+    """Return the SHA-256 of a checkpoint's nested dicts, lists, tensors and plain values.
+
+    Dict entries are hashed in the order of their sorted keys, so the digest does not depend on
+    insertion order; tensors contribute their dtype, shape and bytes.
+    """
+    digest = hashlib.sha256()
+    _update_digest(digest, value)
+    return digest.hexdigest()
+
+
+def _update_digest(digest, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"tensor {tensor.dtype} {tuple(tensor.shape)}:".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, Mapping):
+        digest.update(f"dict {len(value)}:".encode())
+        for key in sorted(value, key=repr):
+            _update_digest(digest, key)
+            _update_digest(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"list {len(value)}:".encode())
+        for item in value:
+            _update_digest(digest, item)
+    elif isinstance(value, (set, frozenset)):
+        _update_digest(digest, sorted(value, key=repr))
+    else:
+        digest.update(f"{type(value).__name__} {value!r};".encode())
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a training checkpoint without running code from it, and check its checksum.
+
+    Checkpoints written before the checksum existed load unchecked.
+
+    Raises:
+        ModelFileError: the file is missing, truncated, corrupted, contains pickled code, or is
+            not a training checkpoint.
+    """
+    path = Path(path)
+    checkpoint = safe_torch_load(path, map_location=map_location)
+    if not isinstance(checkpoint, dict) or not {"state_dict", "pytorch-lightning_version"} <= set(checkpoint):
+        hint = " (it is a model file)" if isinstance(checkpoint, dict) and checkpoint.get("format") == "mlpot-model" else ""
+        raise ModelFileError(
+            f"{path} is not a training checkpoint{hint}; give the checkpoint of a run, such as checkpoints/last.ckpt"
+        )
+    stored = checkpoint.pop(CHECKSUM_KEY, None)
+    if stored is not None and stored != checkpoint_digest(checkpoint):
+        raise ModelFileError(
+            f"{path}: checksum mismatch, so the checkpoint is corrupted. Replace it with another checkpoint "
+            "of the run (for example best.ckpt copied to last.ckpt) or start the training again"
+        )
+    return checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoint input and output that write atomically and load without unpickling code."""
+    """Checkpoint input and output that write atomically, add a checksum and load without unpickling code."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        atomic_torch_save(checkpoint, path)
+        atomic_torch_save({**checkpoint, CHECKSUM_KEY: checkpoint_digest(checkpoint)}, path)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
-        return safe_torch_load(path, map_location=map_location or "cpu")
+        return load_checkpoint(path, map_location=map_location or "cpu")
 
 
 class MetricTable(pl.Callback):
@@ -37,17 +102,28 @@ class MetricTable(pl.Callback):
     def __init__(self):
         self.started = time.monotonic()
         self.header_printed = False
+        self.learning_rate: float | None = None
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The learning rate of the epoch's last step; the plateau scheduler may change it when
+        # the validation ends.
+        self.learning_rate = trainer.optimizers[0].param_groups[0]["lr"]
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
         metrics = trainer.callback_metrics
+        if "val_loss" not in metrics:
+            # A resumed run repeats the end of the epoch of its checkpoint, whose metrics are gone.
+            return
         columns = [column for column in self.COLUMNS if column[0] in metrics]
         if not self.header_printed:
             header = ["epoch", "lr"] + [title for _, title, _ in columns] + ["time s"]
             tqdm.write(" | ".join(f"{title:>14}" for title in header))
             self.header_printed = True
-        learning_rate = trainer.optimizers[0].param_groups[0]["lr"]
+        learning_rate = self.learning_rate
+        if learning_rate is None:
+            learning_rate = trainer.optimizers[0].param_groups[0]["lr"]
         cells = [str(trainer.current_epoch), f"{learning_rate:.3g}"]
         cells += [template.format(float(metrics[key])) for key, _, template in columns]
         cells.append(f"{time.monotonic() - self.started:.0f}")

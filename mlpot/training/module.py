@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 #: Name of the monitored validation loss, used by the scheduler, early stopping and checkpoints.
 VALID_LOSS = "val_loss"
+#: Checkpoint entry with the state of the plateau scheduler (see :class:`PotentialModule`).
+PLATEAU_STATE = "mlpot_lr_plateau"
 
 
 class PotentialModule(pl.LightningModule):
@@ -25,6 +27,11 @@ class PotentialModule(pl.LightningModule):
     The loss is w_E·mean((ΔE/N)²) + w_F·mean(ΔF²) + w_σ·mean(Δσ²) + w_μ·mean(Δμ²) over the labels
     the data has (energy per atom in eV, force and stress components, dipole components in e·Å).
     Validation and the saved model use the exponential moving average of the weights.
+
+    The module steps its ReduceLROnPlateau scheduler itself, at the end of each validation, and
+    stores its state in the checkpoint. Lightning would step it after the epoch-end checkpoint
+    is written and skip that step when resuming from the checkpoint, so a resumed run would
+    reduce the learning rate one epoch late.
     """
 
     def __init__(self, potential: Potential, config: TrainingConfig, labels: list[str], steps_per_epoch: int):
@@ -42,6 +49,8 @@ class PotentialModule(pl.LightningModule):
         }
         self.valid_errors = ErrorAccumulator()
         self.valid_loss_sum = torch.zeros(2, dtype=torch.float64)
+        self.plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
+        self._restored_plateau_state: dict | None = None
 
     @property
     def averaged_potential(self) -> Potential:
@@ -107,6 +116,8 @@ class PotentialModule(pl.LightningModule):
         # The values are already equal on every process; sync_dist averages equal numbers, which
         # changes nothing and tells Lightning that they are global.
         self.log(VALID_LOSS, valid_loss.float(), prog_bar=True, sync_dist=True)
+        if self.plateau is not None and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self.plateau.step(float(valid_loss))
         for name, error in self.valid_errors.compute(sums, names).items():
             self.log(f"val_{metric_name(name, 'mae', error.unit)}", error.mae, sync_dist=True)
             self.log(f"val_{metric_name(name, 'rmse', error.unit)}", error.rmse, sync_dist=True)
@@ -118,10 +129,18 @@ class PotentialModule(pl.LightningModule):
             weight_decay=self.config.weight_decay,
             amsgrad=True,
         )
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=self.config.lr_factor, patience=self.config.lr_patience, min_lr=self.config.min_lr
         )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": VALID_LOSS, "interval": "epoch", "frequency": 1},
-        }
+        if self._restored_plateau_state is not None:
+            self.plateau.load_state_dict(self._restored_plateau_state)
+            self._restored_plateau_state = None
+        return optimizer
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.plateau is not None:
+            checkpoint[PLATEAU_STATE] = self.plateau.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Lightning calls this before configure_optimizers, which applies the state.
+        self._restored_plateau_state = checkpoint.get(PLATEAU_STATE)

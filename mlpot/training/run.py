@@ -6,6 +6,8 @@ import dataclasses
 import datetime
 import logging
 import os
+import uuid
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -17,13 +19,13 @@ from mlpot.config import Config, config_from_dict, resolve_data_path
 from mlpot.data.datamodule import GraphDataModule, split_indices
 from mlpot.data.io import read_structures
 from mlpot.data.labels import LabelSpec
-from mlpot.errors import ConfigError
+from mlpot.errors import ConfigError, ModelFileError
 from mlpot.evaluation import format_errors, predict
-from mlpot.fileio import safe_torch_load
 from mlpot.models.io import load_model, save_model
 from mlpot.models.potential import Potential
 from mlpot.models.statistics import compute_statistics
-from mlpot.training.callbacks import AtomicCheckpointIO, MetricTable
+from mlpot.training.callbacks import AtomicCheckpointIO, MetricTable, load_checkpoint
+from mlpot.training.limits import check_ranges
 from mlpot.training.module import VALID_LOSS, PotentialModule
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,8 @@ MODEL_NAME = "model.pt"
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 BEST_CHECKPOINT = "best.ckpt"
+#: Folder of the CSV metrics of a run's first start; each resume writes to logs-2, logs-3, ...
+LOGS = "logs"
 
 
 def label_spec(config: Config) -> LabelSpec:
@@ -91,6 +95,7 @@ def _read_splits(config: Config):
 
 
 def _check_labels(config: Config) -> None:
+    label_spec(config).check_units()
     labels = config.data.labels
     if not labels:
         raise ConfigError("labels is empty; train on at least one of energy, forces, stress, dipole")
@@ -107,22 +112,36 @@ def _accelerator(device: str) -> str:
     return {"cpu": "cpu", "gpu": "gpu", "auto": "auto"}[device]
 
 
+def _log_version(folder: Path) -> str:
+    """Return a logs folder name not yet used in ``folder``, so that a resume keeps earlier metrics."""
+    name, number = LOGS, 1
+    while (folder / name).exists():
+        number += 1
+        name = f"{LOGS}-{number}"
+    return name
+
+
 def build_trainer(config: Config, folder: Path) -> tuple[pl.Trainer, pl.callbacks.ModelCheckpoint]:
     """Build the Lightning Trainer with mlpot's callbacks, loggers and checkpoint files."""
     training = config.training
     checkpoint_folder = folder / CHECKPOINTS
-    # last.ckpt after every epoch, for --resume; best.ckpt whenever the validation loss improves.
-    last = pl.callbacks.ModelCheckpoint(dirpath=checkpoint_folder, save_top_k=0, save_last=True)
+    # best.ckpt whenever the validation loss improves, and last.ckpt at the end of every epoch,
+    # for --resume. Lightning runs checkpoint callbacks in this order, so last.ckpt contains the
+    # state of the best-checkpoint callback after this epoch's update. save_last=True with
+    # save_top_k=0 writes last.ckpt only when training ends (Lightning 2.6), too late after a crash.
     best = pl.callbacks.ModelCheckpoint(
         dirpath=checkpoint_folder, filename="best", monitor=VALID_LOSS, mode="min", save_top_k=1, enable_version_counter=False
     )
+    last = pl.callbacks.ModelCheckpoint(
+        dirpath=checkpoint_folder, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
+    )
     callbacks = [
-        last,
         best,
+        last,
         pl.callbacks.EarlyStopping(monitor=VALID_LOSS, mode="min", patience=training.early_stopping_patience),
         MetricTable(),
     ]
-    loggers = [pl.loggers.CSVLogger(save_dir=str(folder), name="", version="logs")]
+    loggers = [pl.loggers.CSVLogger(save_dir=str(folder), name="", version=_log_version(folder))]
     try:
         import tensorboard  # noqa: F401
 
@@ -158,13 +177,25 @@ def train(config: Config, resume: str | Path | None = None) -> Path:
     """Train a potential as ``config`` says and return the path of the written model.pt.
 
     With ``resume``, the run in that folder continues from its last checkpoint with the same raw
-    weights, averaged weights, optimiser and scheduler state, epoch and best score.
+    weights, averaged weights, optimiser and scheduler state, epoch and best score; the epoch that
+    was interrupted starts again. A run stopped before its first checkpoint starts from the
+    beginning. Every checkpoint and model file is written atomically, so a run killed at any
+    moment can be resumed.
     """
+    check_ranges(config)
     if resume is not None:
         folder = Path(resume)
         checkpoint = folder / CHECKPOINTS / LAST_CHECKPOINT
-        if not checkpoint.is_file():
-            raise ConfigError(f"cannot resume from {folder}: no {CHECKPOINTS}/{LAST_CHECKPOINT}; the run ended before its first epoch")
+        if not is_ddp_child():
+            _remove_partial_files(folder)
+        if checkpoint.is_file():
+            _check_resume_checkpoint(folder, checkpoint)
+        else:
+            logger.info("%s has no %s/%s yet; training starts from the first epoch", folder, CHECKPOINTS, LAST_CHECKPOINT)
+            checkpoint = None
+            if not is_ddp_child():
+                # A best.ckpt without last.ckpt comes from a first epoch killed between the two writes.
+                (folder / CHECKPOINTS / BEST_CHECKPOINT).unlink(missing_ok=True)
     else:
         folder = choose_run_folder(config)
         checkpoint = None
@@ -200,27 +231,64 @@ def train(config: Config, resume: str | Path | None = None) -> Path:
     world = config.training.devices * config.training.num_nodes
     steps_per_epoch = -(-len(train_set) // (config.data.batch_size * world))
     module = PotentialModule(potential, config.training, config.data.labels, steps_per_epoch)
-    trainer, best = build_trainer(config, folder)
+    trainer, _ = build_trainer(config, folder)
     if trainer.is_global_zero:
         folder.mkdir(parents=True, exist_ok=True)
         if checkpoint is None:
-            (folder / CONFIG_NAME).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            _write_text_atomically(folder / CONFIG_NAME, yaml.safe_dump(config.to_dict(), sort_keys=False))
         logger.info("training on %d structures, validating on %d; run folder %s", len(train_set), len(valid_set), folder)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
     if not is_ddp_child():
         os.environ.pop(RUN_FOLDER_VARIABLE, None)
 
     model_path = folder / MODEL_NAME
     if trainer.is_global_zero:
-        if best.best_model_path and Path(best.best_model_path).is_file():
-            state = safe_torch_load(best.best_model_path)["state_dict"]
-            module.load_state_dict(state)
+        # The fixed path, not best.best_model_path, which Lightning drops when a run folder moves.
+        best_path = folder / CHECKPOINTS / BEST_CHECKPOINT
+        if best_path.is_file():
+            module.load_state_dict(load_checkpoint(best_path)["state_dict"])
         save_model(module.averaged_potential, model_path, statistics=statistics, metadata={"config": config.to_dict()})
         if test_set:
             _, errors = predict(module.averaged_potential, test_set, config.data.eval_batch_size)
             print(f"Test errors on {len(test_set)} structures of {config.data.test_file}:\n{format_errors(errors)}")
     return model_path
+
+
+def _check_resume_checkpoint(folder: Path, checkpoint: Path) -> None:
+    """Load ``checkpoint`` once, so that a damaged one fails before the data is read."""
+    try:
+        load_checkpoint(checkpoint)
+    except ModelFileError as error:
+        raise ModelFileError(
+            f"cannot resume from {folder}: {error}. To go on from the best epoch instead, copy "
+            f"{CHECKPOINTS}/{BEST_CHECKPOINT} to {CHECKPOINTS}/{LAST_CHECKPOINT}; to start the run again, delete "
+            f"{CHECKPOINTS}/{LAST_CHECKPOINT}"
+        ) from None
+
+
+def _remove_partial_files(folder: Path) -> None:
+    """Delete the temporary files of atomic writes that a killed run left in ``folder``."""
+    for directory in (folder, folder / CHECKPOINTS):
+        for path in directory.glob(".*.tmp"):
+            logger.info("removing %s, a partial file of the interrupted run", path)
+            path.unlink(missing_ok=True)
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    # A new name opened with "x" gets the permissions of the umask, unlike mkstemp's 0600.
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "x") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _load_initial_weights(potential: Potential, path: Path) -> None:
