@@ -13,9 +13,10 @@ The script prints the mean absolute error of the dipole components (e·Å) of ea
 test structures, and of predicting zero, and saves a parity plot of predicted against reference
 components for both models side by side.
 
-Example, from the repository root (3.2 minutes of CPU time with torch 2.13 on 2 CPU cores)::
+Example, from the repository root (12 s of CPU time with torch 2.13 on one thread; several
+threads on busy cores made it many times slower)::
 
-    python scripts/dipole_collapse.py --output docs/figures/dipole_collapse.png
+    OMP_NUM_THREADS=1 python scripts/dipole_collapse.py --output docs/figures/dipole_collapse.png
 """
 
 from __future__ import annotations
