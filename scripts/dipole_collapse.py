@@ -13,8 +13,8 @@ The script prints the mean absolute error of the dipole components (e·Å) of ea
 test structures, and of predicting zero, and saves a parity plot of predicted against reference
 components for both models side by side.
 
-Example, from the repository root (12 s of CPU time with torch 2.13 on one thread; several
-threads on busy cores made it many times slower)::
+Example, from the repository root. It took 12 s of CPU time with torch 2.13 on one thread, and
+several threads on busy cores made it many times slower::
 
     OMP_NUM_THREADS=1 python scripts/dipole_collapse.py --output docs/figures/dipole_collapse.png
 """
