@@ -247,6 +247,8 @@ def train(config: Config, resume: str | Path | None = None) -> Path:
     model_path = folder / MODEL_NAME
     if trainer.is_global_zero:
         # The fixed path, not best.best_model_path, which Lightning drops when a run folder moves.
+        # NOTE: Lightning then also drops the best score, so the first epoch after resuming a moved
+        # folder overwrites best.ckpt even when it is worse than the earlier best.
         best_path = folder / CHECKPOINTS / BEST_CHECKPOINT
         if best_path.is_file():
             module.load_state_dict(load_checkpoint(best_path)["state_dict"])
