@@ -18,7 +18,7 @@ def add_parser(subparsers) -> None:
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="model file written by mlpot train (model.pt)")
-    parser.add_argument("structure", metavar="STRUCTURE", help="structure file in any format ASE reads; the last frame is used")
+    parser.add_argument("structure", metavar="STRUCTURE", help="structure file in any format ASE reads (bundled:NAME for a bundled dataset); the last frame is used")
     parser.add_argument(
         "--ensemble", choices=ENSEMBLES, default=defaults.ensemble, help="nve: velocity Verlet; nvt: Langevin (default nve)"
     )
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from mlpot.calculator import MLPotCalculator
+    from mlpot.config import resolve_data_path
     from mlpot.data.io import read_structures
     from mlpot.errors import ConfigError
     from mlpot.md import run_md
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
 
     calculator = MLPotCalculator(args.model, device=args.device, dtype=args.dtype, skin=args.skin, compile=args.compile)
-    structure = read_structures(args.structure, labels=(), elements=calculator.elements, index=-1)[0]
+    structure = read_structures(resolve_data_path(args.structure), labels=(), elements=calculator.elements, index=-1)[0]
     atoms = structure.atoms
     atoms.calc = calculator
 

@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
         ),
     )
     parser.add_argument("model", help="model file written by mlpot train (model.pt)")
-    parser.add_argument("data", help="structure file: any format ASE reads, or rMD17-style npz")
+    parser.add_argument("data", help="structure file: any format ASE reads, or rMD17-style npz; bundled:NAME for a bundled dataset")
     parser.add_argument("-o", "--output", required=True, help="extxyz file to write")
     parser.add_argument("--prefix", default="mlpot_", help="prefix of the predicted fields (default mlpot_)")
     add_device_options(parser)
@@ -35,12 +35,13 @@ def run(args: argparse.Namespace) -> int:
     import ase.io
 
     from mlpot import keys
+    from mlpot.config import resolve_data_path
     from mlpot.data.io import read_structures
     from mlpot.evaluation import predict
     from mlpot.models.io import load_model
 
     potential = load_model(args.model, device=args.device)
-    structures = read_structures(args.data, (), label_spec_from_args(args), elements=potential.elements)
+    structures = read_structures(resolve_data_path(args.data), (), label_spec_from_args(args), elements=potential.elements)
     predictions, _ = predict(potential, structures, args.batch_size, args.device, progress=True)
 
     frames = []

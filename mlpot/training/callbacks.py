@@ -91,7 +91,7 @@ class MetricTable(pl.Callback):
     """Prints one table row per epoch: learning rate, losses and validation errors with units."""
 
     COLUMNS = (
-        ("train_loss", "train loss", "{:.4g}"),
+        ("train_loss_epoch", "train loss", "{:.4g}"),
         ("val_loss", "val loss", "{:.4g}"),
         ("val_energy_per_atom_mae_meV_per_atom", "E MAE meV/atom", "{:.3f}"),
         ("val_forces_mae_meV_per_A", "F MAE meV/Å", "{:.2f}"),

@@ -79,7 +79,8 @@ class PotentialModule(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
         loss = self.loss(self._predict(self.potential, batch, training=True), batch)
-        self.log("train_loss", loss.detach(), batch_size=int(batch[keys.NUM_ATOMS].numel()), prog_bar=True)
+        # on_epoch adds train_loss_epoch, the mean over the epoch weighted by batch size.
+        self.log("train_loss", loss.detach(), batch_size=int(batch[keys.NUM_ATOMS].numel()), prog_bar=True, on_epoch=True)
         return loss
 
     def optimizer_step(self, epoch, batch_index, optimizer, optimizer_closure=None) -> None:
