@@ -2,7 +2,7 @@
 
 A config file has three sections, ``data``, ``model`` and ``training``, whose keys are the fields
 below. Every key name is unique across the sections, so each one is also a command-line flag:
-``num_features`` in ``model`` is ``--num-features``. Each field's metadata holds its help text and
+``num_features`` in ``model`` is ``--num-features``. Each field's metadata contains its help text and
 unit; docs/config.md is generated from it (``python -m mlpot.config``).
 """
 
@@ -34,7 +34,7 @@ def option(default: Any, help: str, unit: str = "", choices: tuple = ()) -> Any:
 
 @dataclass
 class DataConfig:
-    """Where the structures come from and how their labels are named and measured."""
+    """Sources of the structures, and the names and units of their labels."""
 
     train_file: str | None = option(
         None,
@@ -324,7 +324,12 @@ def reference_markdown() -> str:
         defaults = cls()
         for item in dataclasses.fields(cls):
             default = getattr(defaults, item.name)
-            shown = "null" if default is None else (", ".join(default) if isinstance(default, list) else default)
+            if default is None:
+                shown = "null"
+            elif isinstance(default, list):
+                shown = ", ".join(default)
+            else:
+                shown = default
             meaning = item.metadata["help"]
             if item.metadata.get("choices"):
                 meaning += f" Choices: {', '.join(map(str, item.metadata['choices']))}."

@@ -15,7 +15,7 @@ from mlpot.errors import ModelFileError
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """Write ``obj`` with torch.save to a temporary file in the same folder, then rename it.
 
-    A reader, or a run killed mid-write, sees either the old complete file or the new complete
+    A reader, or a run killed mid-write, finds either the old complete file or the new complete
     file, never a partial one: os.replace is atomic on POSIX file systems and on Windows.
     """
     path = Path(path)

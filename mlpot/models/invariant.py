@@ -14,7 +14,7 @@ By the addition theorem, Σ_m Y^{lm}(r̂_ij) Y^{lm}(r̂_ik) = P_l(cos θ_jik) wi
 polynomial, and the cosine of the angle at i is fixed by three distances,
 cos θ_jik = (r_ij² + r_ik² - r_jk²) / (2 r_ij r_ik). So Q^l is a sum of three-body terms that depend on distances only, the angular power spectrum of SOAP
 (Bartók, Kondor and Csányi, Phys. Rev. B 87, 184115, 2013), computed in O(edges) instead of
-O(triplets). Every input the network sees is invariant under rotation, reflection and
+O(triplets). Every input the network receives is invariant under rotation, reflection and
 translation, and the energy is a sum over atoms, so it is invariant under permutations.
 """
 

@@ -65,7 +65,7 @@ class Potential(nn.Module):
 
     Args:
         config: model options.
-        elements: atomic numbers the model knows, in the order of its embeddings.
+        elements: atomic numbers of the elements the model supports, in the order of its embeddings.
         reference_energies: energy of each element in ``elements``, in eV.
         energy_scale: scale s of the network's per-atom output, in eV.
         avg_num_neighbours: mean number of neighbours per atom in the training data, which

@@ -1,9 +1,9 @@
 """Edges rearranged as one row of neighbours per atom, for sums over neighbourhoods by bmm.
 
 A sum over the edges of each centre atom, Σ_j a_ij ⊗ b_ij, is a batched matrix product once the
-edges are laid out as an (n_atoms, width, ...) array with zeros in the unused slots: on CPU this
-ran about three times faster than index_add for training with forces (double backward) in the
-invariant model's density, measured with torch 2.13 on 2 cores.
+edges are laid out as an (n_atoms, width, ...) array with zeros in the unused slots. For the
+invariant model's density, trained with forces (double backward), this ran about three times
+faster than index_add on CPU (torch 2.13, 2 cores).
 """
 
 from __future__ import annotations

@@ -115,7 +115,7 @@ class PotentialModule(pl.LightningModule):
             loss_sum = self.trainer.strategy.reduce(loss_sum, reduce_op="sum")
         valid_loss = loss_sum[0] / loss_sum[1].clamp_min(1.0)
         # The values are already equal on every process; sync_dist averages equal numbers, which
-        # changes nothing and tells Lightning that they are global.
+        # changes nothing and marks them as global for Lightning.
         self.log(VALID_LOSS, valid_loss.float(), prog_bar=True, sync_dist=True)
         if self.plateau is not None and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
             self.plateau.step(float(valid_loss))

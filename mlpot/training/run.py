@@ -49,7 +49,7 @@ def label_spec(config: Config) -> LabelSpec:
 
 
 def is_ddp_child() -> bool:
-    """Whether this process was started by Lightning's DDP launcher for a rank other than 0."""
+    """Return whether this process was started by Lightning's DDP launcher for a rank other than 0."""
     return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
 
 
@@ -174,7 +174,7 @@ def build_trainer(config: Config, folder: Path) -> tuple[pl.Trainer, pl.callback
 
 
 def train(config: Config, resume: str | Path | None = None) -> Path:
-    """Train a potential as ``config`` says and return the path of the written model.pt.
+    """Train a potential as ``config`` specifies and return the path of the written model.pt.
 
     With ``resume``, the run in that folder continues from its last checkpoint with the same raw
     weights, averaged weights, optimiser and scheduler state, epoch and best score; the epoch that
@@ -200,7 +200,7 @@ def train(config: Config, resume: str | Path | None = None) -> Path:
         folder = choose_run_folder(config)
         checkpoint = None
         if (folder / CHECKPOINTS).exists() and not is_ddp_child():
-            raise ConfigError(f"{folder} already holds a run; continue it with --resume {folder} or choose another --output")
+            raise ConfigError(f"{folder} already contains a run; continue it with --resume {folder} or choose another --output")
     os.environ[RUN_FOLDER_VARIABLE] = str(folder)  # read by the processes that DDP starts
     _check_labels(config)
 
