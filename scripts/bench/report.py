@@ -1,0 +1,166 @@
+"""Markdown tables of the accuracy, speed and training-throughput results."""
+
+from __future__ import annotations
+
+from bench.common import markdown_table
+
+
+def header_markdown(results: dict, title: str) -> str:
+    """Title, command, machine, date and the version of each package and of its torch."""
+    machine = results["machine"]
+    lines = [
+        f"## {title}",
+        "",
+        f"- command: `{machine['command']}`",
+        f"- machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, {machine['memory_gb']} GB memory; "
+        f"{machine['platform']}, Python {machine['python']}",
+        f"- date: {machine['date']}",
+    ]
+    packages = results.get("packages", {})
+    if packages:
+        versions = ", ".join(
+            f"{name} {facts['version']} (torch {facts['torch']}, {facts['threads']} threads by default)"
+            for name, facts in packages.items()
+        )
+        lines.append(f"- packages: {versions}")
+    if machine.get("threads_requested"):
+        lines.append(f"- torch threads set to {machine['threads_requested']} in every worker")
+    return "\n".join(lines)
+
+
+def run_summary(record: dict) -> str:
+    """Format one line about a finished training run, for the console."""
+    if record.get("error"):
+        return f"  {record['label']} on {record['dataset']}: FAILED: {record['error']}"
+    test = record.get("test", {})
+    return (
+        f"  {record['label']} on {record['dataset']}: {record['epochs']} epochs "
+        f"in {record['wall_seconds'] / 60:.1f} min; "
+        f"test E MAE {test.get('energy_mae_meV', float('nan')):.1f} meV, "
+        f"F MAE {test.get('forces_mae_meV_per_A', float('nan')):.1f} meV/Å"
+    )
+
+
+def accuracy_markdown(results: dict) -> str:
+    """Test errors of every run, then the hyperparameters of each package."""
+    rows = []
+    failures = []
+
+    for record in results["runs"]:
+        test = record.get("test") or {}
+        if record.get("error"):
+            failures.append(f"- {record['label']} on {record['dataset']}: {record['error'].splitlines()[0]}")
+            epochs = str(record.get("epochs") or 0)
+            rows.append([record["dataset"], record["label"], epochs, "failed", "", "", "", "", ""])
+            continue
+        rows.append(
+            [
+                record["dataset"],
+                record["label"],
+                str(record["epochs"]),
+                f"{record['wall_seconds'] / 60:.1f}",
+                f"{test['energy_mae_meV']:.1f}",
+                f"{test['energy_rmse_meV']:.1f}",
+                f"{test['energy_per_atom_mae_meV']:.2f}",
+                f"{test['forces_mae_meV_per_A']:.1f}",
+                f"{test['forces_rmse_meV_per_A']:.1f}",
+            ]
+        )
+
+    headers = [
+        "dataset",
+        "package",
+        "epochs",
+        "process min",
+        "E MAE meV",
+        "E RMSE meV",
+        "E MAE meV/atom",
+        "F MAE meV/Å",
+        "F RMSE meV/Å",
+    ]
+    counts = ", ".join(
+        f"{name} {info['counts']['train']}/{info['counts']['valid']}/{info['counts']['test']}"
+        for name, info in results["datasets"].items()
+    )
+    parts = [
+        header_markdown(results, f"Accuracy ({results['mode']}, device {results['device']})"),
+        "",
+        f"Frames (train/validation/test): {counts}. Errors on the test frames, computed by the benchmark "
+        "from each package's predictions in its training dtype (float32). \"process min\" is the wall "
+        "time of the training process, start-up, data loading and model saving included.",
+        "",
+        markdown_table(headers, rows, "llrrrrrrr"),
+    ]
+    if failures:
+        parts += ["", "Failed runs:", *failures]
+
+    parts += ["", "Hyperparameters:", ""]
+    seen = set()
+    for record in results["runs"]:
+        if record["label"] in seen:
+            continue
+        seen.add(record["label"])
+        settings = ", ".join(f"{key} {value}" for key, value in record["hyperparameters"].items())
+        parts.append(f"- {record['label']}: {settings}")
+    return "\n".join(parts)
+
+
+def speed_markdown(results: dict) -> str:
+    """Cost of one energy+forces call for every system, package and dtype."""
+    rows = []
+    for entry in results["calls"]:
+        if entry.get("error"):
+            failed = [entry["system"], str(entry["atoms"]), entry["label"], entry["dtype"], "failed", "", ""]
+            rows.append(failed + [entry["error"]])
+            continue
+        rows.append(
+            [
+                entry["system"],
+                str(entry["atoms"]),
+                entry["label"],
+                entry["dtype"],
+                f"{entry['median_ms']:.4g}",
+                f"{entry['us_per_atom']:.4g}",
+                f"{entry['peak_rss_mb']:.0f}",
+                f"{entry['calls']} calls, first {entry['first_call_ms']:.4g} ms, threads {entry['torch_threads']}",
+            ]
+        )
+    headers = ["system", "atoms", "package", "dtype", "ms/call", "µs/atom", "peak RSS MB", "notes"]
+    return "\n".join(
+        [
+            "Energy and forces through each package's ASE calculator: median over the timed calls, atoms moved "
+            "by 0.001 Å before every call; peak RSS is the max resident memory of the measuring process "
+            "(torch, model and structure included).",
+            "",
+            markdown_table(headers, rows, "lrllrrrl"),
+        ]
+    )
+
+
+def throughput_markdown(results: dict) -> str:
+    """Training throughput on rMD17 ethanol."""
+    rows = []
+    for entry in results["throughput"]:
+        if entry.get("error"):
+            reason = entry["error"].splitlines()[0]
+            rows.append([entry["label"], str(entry.get("batch_size", "")), "failed", "", reason])
+            continue
+        rows.append(
+            [
+                entry["label"],
+                str(entry["batch_size"]),
+                f"{entry['structures_per_second']:.1f}",
+                f"{entry['seconds_per_epoch']:.1f}",
+                f"{entry['epochs_timed']} epochs timed of {entry['epochs']}",
+            ]
+        )
+    headers = ["package", "batch size", "structures/s", "s/epoch", "notes"]
+    return "\n".join(
+        [
+            f"Training throughput on rMD17 ethanol ({results['throughput_frames']['train']} training frames): "
+            "median time between the ends of consecutive epochs, after the first, each including the "
+            f"validation of the {results['throughput_frames']['valid']} validation frames.",
+            "",
+            markdown_table(headers, rows, "lrrrl"),
+        ]
+    )
