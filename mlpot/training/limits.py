@@ -31,6 +31,7 @@ RANGES: dict[str, tuple[float, bool, float | None]] = {
     "max_time": (0.0, False, None),
     "devices": (1, True, None),
     "num_nodes": (1, True, None),
+    "threads": (1, True, None),
     "learning_rate": (0.0, True, None),
     "weight_decay": (0.0, True, None),
     "warmup_epochs": (0.0, True, None),

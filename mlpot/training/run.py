@@ -204,6 +204,8 @@ def train(config: Config, resume: str | Path | None = None) -> Path:
     os.environ[RUN_FOLDER_VARIABLE] = str(folder)  # read by the processes that DDP starts
     _check_labels(config)
 
+    if config.training.threads is not None:
+        torch.set_num_threads(config.training.threads)
     pl.seed_everything(config.training.seed, workers=True, verbose=False)
     train_set, valid_set, test_set, isolated = _read_splits(config)
     statistics = compute_statistics(train_set, config.model.cutoff, isolated)
