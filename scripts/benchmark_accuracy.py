@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep only this many training and validation frames (trial runs)",
     )
     parser.add_argument("--test-limit", type=int, help="keep only this many test frames (trial runs)")
-    parser.add_argument("--memory-limit-gb", type=float, help="stop a worker whose resident memory exceeds this many GB")
+    parser.add_argument("--memory-limit-gb", type=float, help="stop a worker above this resident memory in GB")
     parser.add_argument("--echo", action="store_true", help="print the workers' output while they run")
     return parser
 
@@ -114,9 +114,10 @@ def split_list(value: str, known, option: str) -> list[str]:
 def default_mace_settings(args: argparse.Namespace) -> str:
     """Return "paper" for converged or GPU runs and "small" for CPU runs under a budget.
 
-    On 2 CPU cores the paper's MACE (256 channels, L=2, batch size 5) did not finish its first
-    epoch of rMD17 ethanol (190 steps) in 10 minutes, measured with mace-torch 0.3.16 and torch
-    2.13 on a machine shared with other jobs. An 8-minute budget would leave it untrained.
+    The paper's MACE (256 channels, L=2, batch size 5) did not finish its initial validation and
+    first epoch of rMD17 ethanol (190 steps) in 10 minutes of mace_run_train on 2 CPU cores
+    (mace-torch 0.3.16, torch 2.13, machine shared with other jobs). An 8-minute budget would
+    leave it untrained.
     """
     return "paper" if args.converged or args.device == "cuda" else "small"
 

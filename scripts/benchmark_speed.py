@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--water-sizes", default="192,1536,12288", help="atoms of the water boxes (192, 1536, 12288)")
     parser.add_argument("--dtypes", default="float32,float64", help="evaluation dtypes (float32, float64)")
 
-    parser.add_argument("--min-calls", type=int, default=5, help="minimum number of timed calls per measurement (default 5)")
+    parser.add_argument("--min-calls", type=int, default=5, help="minimum timed calls per measurement (default 5)")
     parser.add_argument(
         "--min-seconds",
         type=float,
@@ -217,6 +217,8 @@ def measure(entry: dict, model: str, structure: Path, dtype: str, output: Path, 
         "--min-calls", str(args.min_calls),
         "--min-seconds", str(args.min_seconds),
     ]  # fmt: skip
+    if args.memory_limit_gb:
+        command += ["--memory-limit-gb", f"{args.memory_limit_gb:.3g}"]
     result = run_process(
         command,
         folder / f"{name}.log",
@@ -227,6 +229,10 @@ def measure(entry: dict, model: str, structure: Path, dtype: str, output: Path, 
         echo=args.echo,
     )
     report_line = last_json_line(result, "BENCH_SPEED ")
+    out_of_memory = last_json_line(result, "BENCH_OUT_OF_MEMORY ")
+    if out_of_memory:
+        resident = out_of_memory["peak_rss_mb"] / 1000
+        return {"error": f"out of memory at {resident:.1f} GB resident (limit {args.memory_limit_gb:.3g} GB)"}
     if not result.ok or report_line is None:
         return {"error": result.failure(), "log_tail": result.tail(10)}
     report_line["polled_peak_rss_gb"] = round(result.peak_rss_gb, 3)

@@ -118,7 +118,7 @@ def prepare(
 
     ``train_limit`` and ``test_limit`` keep only the first frames of the training split and of
     the test file, for quick trial runs. The validation split is cut to ``train_limit`` too.
-    ``reference.npz`` holds the test labels: ``energy`` (frames,) eV, ``forces`` (atoms in all
+    ``reference.npz`` contains the test labels: ``energy`` (frames,) eV, ``forces`` (atoms in all
     frames, 3) eV/Å and ``num_atoms`` (frames,).
     """
     folder.mkdir(parents=True, exist_ok=True)

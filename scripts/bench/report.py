@@ -95,13 +95,13 @@ def accuracy_markdown(results: dict) -> str:
         parts += ["", "Failed runs:", *failures]
 
     parts += ["", "Hyperparameters:", ""]
-    seen = set()
+    # Runs of one package with the same settings share a line that names their datasets.
+    groups: dict[tuple[str, str], list[str]] = {}
     for record in results["runs"]:
-        if record["label"] in seen:
-            continue
-        seen.add(record["label"])
         settings = ", ".join(f"{key} {value}" for key, value in record["hyperparameters"].items())
-        parts.append(f"- {record['label']}: {settings}")
+        groups.setdefault((record["label"], settings), []).append(record["dataset"])
+    for (label, settings), datasets in groups.items():
+        parts.append(f"- {label} ({', '.join(datasets)}): {settings}")
     return "\n".join(parts)
 
 

@@ -13,9 +13,12 @@ until both ``--min-calls`` and ``--min-seconds`` are reached, or ``--max-calls``
 
 Memory: ``resource.getrusage`` max RSS of this process at the end (peak), and the peak before
 the first call, after imports, model loading and reading the structure (baseline). Both include
-everything torch allocates on the CPU, which tracemalloc would not see.
+everything torch allocates on the CPU, which tracemalloc would not see. ``--memory-limit-gb``
+caps the process's data segment (RLIMIT_DATA), so that an oversized system fails with an
+allocation error instead of exhausting the machine's memory.
 
-Prints one line ``BENCH_SPEED {json}``.
+Prints one line ``BENCH_SPEED {json}``, or ``BENCH_OUT_OF_MEMORY {json}`` when an allocation
+failed under the limit.
 """
 
 from __future__ import annotations
@@ -84,7 +87,11 @@ def main() -> None:
     parser.add_argument("--min-seconds", type=float, default=5.0, help="minimum total timed seconds (default 5)")
     parser.add_argument("--max-calls", type=int, default=200, help="maximum number of timed calls (default 200)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--memory-limit-gb", type=float, help="maximum data segment of this process in GB")
     args = parser.parse_args()
+    if args.memory_limit_gb:
+        limit = int(args.memory_limit_gb * 1e9)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
     import torch
 
@@ -106,12 +113,20 @@ def main() -> None:
             raise FloatingPointError(f"{args.package} returned a non-finite energy or force for {args.structure}")
         return elapsed
 
-    first = call()
-    for _ in range(args.warmup - 1):
-        call()
     times: list[float] = []
-    while len(times) < args.max_calls and (len(times) < args.min_calls or sum(times) < args.min_seconds):
-        times.append(call())
+    try:
+        first = call()
+        for _ in range(args.warmup - 1):
+            call()
+        while len(times) < args.max_calls and (len(times) < args.min_calls or sum(times) < args.min_seconds):
+            times.append(call())
+    except (MemoryError, RuntimeError) as error:
+        # torch reports a failed CPU allocation as RuntimeError ("DefaultCPUAllocator: can't allocate memory").
+        if not isinstance(error, MemoryError) and "allocate" not in str(error):
+            raise
+        report = {"peak_rss_mb": peak_rss_mb(), "memory_limit_gb": args.memory_limit_gb, "error": str(error)[:300]}
+        print("BENCH_OUT_OF_MEMORY " + json.dumps(report), flush=True)
+        raise SystemExit(4) from None
 
     report = {
         "package": args.package,
