@@ -49,6 +49,12 @@ class DataConfig:
         "One-atom structures whose energies become the per-element reference energies; when empty, "
         "the references are a least-squares fit on the training split.",
     )
+    isolated_atoms_energy_unit: str | None = option(
+        None,
+        "Unit of the energies in isolated_atoms_file, which is read on its own: energy_unit does not apply "
+        "to it. Empty means eV for files ASE reads.",
+    )
+    isolated_atoms_energy_key: str = option("energy", "Name of the energy label in isolated_atoms_file.")
     labels: list[str] = option(
         ["energy", "forces"], "Labels to train on: any of energy, forces, stress, dipole.", choices=("energy", "forces", "stress", "dipole")
     )

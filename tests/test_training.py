@@ -158,3 +158,20 @@ def test_ddp_two_processes_match_one(ethanol_files, tmp_path):
     assert "val_forces_mae_meV_per_A" in single
     for name, value in single.items():
         assert double[name] == pytest.approx(value, rel=1e-6), name
+
+
+def test_isolated_atoms_keep_their_own_unit():
+    """rMD17 energies in kcal/mol must not rescale the eV isolated-atom energies."""
+    from mlpot.config import load_config
+    from mlpot.models.statistics import compute_statistics
+    from mlpot.training.run import _read_splits
+
+    config = load_config(REPOSITORY / "data" / "configs" / "rmd17_ethanol.yaml")
+    assert config.data.energy_unit == "kcal/mol"
+    train, _, _, isolated = _read_splits(config)
+    statistics = compute_statistics(train, config.model.cutoff, isolated)
+
+    hydrogen = statistics.reference_energies[statistics.elements.index(1)]
+    assert hydrogen == pytest.approx(-13.5684, abs=1e-3)  # eV, as in data/ethanol/isolated_atoms.xyz
+    # The training energies are in eV after conversion: about -4209 eV per ethanol.
+    assert float(train[0].labels["energy"]) == pytest.approx(-4209, abs=5)

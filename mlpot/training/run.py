@@ -90,7 +90,10 @@ def _read_splits(config: Config):
     test = read_structures(resolve_data_path(data.test_file), labels, spec) if data.test_file else None
     isolated = None
     if data.isolated_atoms_file:
-        isolated = read_structures(resolve_data_path(data.isolated_atoms_file), (keys.ENERGY,), spec)
+        # The isolated-atom file often comes from elsewhere than the data (eV extxyz beside rMD17's
+        # kcal/mol npz), so it has its own energy key and unit.
+        isolated_spec = LabelSpec(energy_key=data.isolated_atoms_energy_key, energy_unit=data.isolated_atoms_energy_unit)
+        isolated = read_structures(resolve_data_path(data.isolated_atoms_file), (keys.ENERGY,), isolated_spec)
     return train, valid, test, isolated
 
 
