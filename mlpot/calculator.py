@@ -29,9 +29,13 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from mlpot import keys
 from mlpot.data.graph import AtomicGraph
 from mlpot.data.neighbours import neighbour_list
-from mlpot.data.validation import check_elements
+from mlpot.data.validation import MIN_DISTANCE, check_elements, symbol
+from mlpot.devices import resolve_device
 from mlpot.errors import DataError, MLPotError
 from mlpot.models.potential import DTYPES, Potential
+
+#: Prefix of the errors about a structure, which ASE does not name.
+WHERE = "structure given to MLPotCalculator"
 
 #: Cells with a smaller volume (Å³) than this have no stress.
 MIN_CELL_VOLUME = 1e-6
@@ -51,7 +55,14 @@ class MLPotCalculator(Calculator):
 
     Asking for the stress of any other structure raises
     :class:`~ase.calculators.calculator.PropertyNotImplementedError`. So does asking for the
-    dipole of a model without a dipole head.
+    dipole or charges of a model without a dipole head, with a message on how to train one.
+
+    Every calculation checks the geometry as :func:`mlpot.data.validation.validate_structure`
+    does for files, and raises :class:`~mlpot.errors.DataError` when positions or a periodic
+    cell are not finite, or when two atoms (or an atom and a periodic image) are closer than
+    :data:`~mlpot.data.validation.MIN_DISTANCE`. The distance check reuses the neighbour list's
+    edges, so it adds no neighbour search. A NaN or infinite prediction also raises a DataError
+    instead of reaching the caller.
 
     The total charge of a structure is ``atoms.info["charge"]`` when present, otherwise the sum of
     ``atoms.get_initial_charges()`` (zero unless set). It only affects models with a dipole head,
@@ -64,7 +75,8 @@ class MLPotCalculator(Calculator):
     Args:
         model: a model file written by :func:`mlpot.save_model`, or a loaded potential. The
             calculator works on its own copy, so later changes to the potential do not reach it.
-        device: torch device to evaluate on, such as ``"cpu"`` or ``"cuda"``.
+        device: torch device to evaluate on, such as ``"cpu"``, ``"cuda"`` or ``"cuda:1"``. An
+            invalid or unavailable device raises :class:`~mlpot.errors.ConfigError`.
         dtype: ``"float32"``, ``"float64"`` or a torch dtype; ``None`` evaluates in the dtype the
             model was trained in (``potential.config.dtype``). Another dtype warns.
         skin: extra radius of the neighbour list in Å, which lets it be reused over several
@@ -93,7 +105,7 @@ class MLPotCalculator(Calculator):
         super().__init__(**kwargs)
         if not (isinstance(skin, (int, float)) and np.isfinite(skin) and skin >= 0):
             raise ValueError(f"skin must be a finite number of Å, 0 or more; got {skin!r}")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         potential = _potential_from(model, self.device)
         training_dtype = DTYPES[potential.config.dtype]
         self.dtype = _resolve_dtype(dtype, training_dtype)
@@ -137,6 +149,20 @@ class MLPotCalculator(Calculator):
             changes.append("charge")
         return changes
 
+    def get_property(self, name: str, atoms: ase.Atoms | None = None, allow_calculation: bool = True):
+        """Return one property, as ASE's ``Calculator.get_property`` does.
+
+        Raises PropertyNotImplementedError with the way to train a dipole head when a model
+        without one is asked for the dipole or the charges.
+        """
+        if name in (keys.DIPOLE, keys.CHARGES) and self.model.dipole_head is None:
+            raise PropertyNotImplementedError(
+                f"this model has no dipole head, so it predicts no {name}; train a model with "
+                "'dipole: true' in the model section of the config and 'dipole' in the training labels, "
+                "on data that carry dipoles (docs/models.md, section on dipoles)"
+            )
+        return super().get_property(name, atoms, allow_calculation)
+
     # Evaluation
 
     def calculate(
@@ -149,7 +175,7 @@ class MLPotCalculator(Calculator):
         properties = properties or ["energy"]
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
-        check_elements(atoms.numbers, self.elements, "structure given to MLPotCalculator")
+        check_elements(atoms.numbers, self.elements, WHERE)
 
         periodic = bool(np.any(atoms.pbc))
         has_volume = periodic and abs(float(np.linalg.det(atoms.cell.array))) > MIN_CELL_VOLUME
@@ -167,6 +193,7 @@ class MLPotCalculator(Calculator):
         if keys.DIPOLE in outputs:
             results["dipole"] = _to_numpy(outputs[keys.DIPOLE][0])
             results["charges"] = _to_numpy(outputs[keys.CHARGES])
+        self._check_finite_results(results, atoms)
         self.results = results
 
         if "stress" in properties and not periodic:
@@ -198,13 +225,29 @@ class MLPotCalculator(Calculator):
         self._compile_pending = False
         return outputs
 
+    def _check_finite_results(self, results: dict[str, np.ndarray | float], atoms: ase.Atoms) -> None:
+        """Raise DataError when a predicted property is NaN or infinite."""
+        # free_energy repeats energy, so it is left out of the message.
+        bad = [name for name, value in results.items() if name != "free_energy" and not np.all(np.isfinite(value))]
+        if not bad:
+            return
+        extent = float(np.abs(atoms.positions).max(initial=0.0))
+        raise DataError(
+            f"{WHERE}: the model returned NaN or infinite {', '.join(bad)}. Check that the structure is like the "
+            f"training data (elements, bonding, density). Coordinates far from the origin (the largest here is "
+            f"{extent:.3g} Å) lose precision, above all in float32: centre the structure, or pass dtype='float64'. "
+            "If a training structure also gives NaN, the model file itself is broken"
+        )
+
     def _graph(self, atoms: ase.Atoms) -> AtomicGraph:
-        """Build the one-structure graph of ``atoms``, reusing the neighbour list when allowed."""
+        """Build the one-structure graph of ``atoms``, reusing the neighbour list when allowed.
+
+        Raises DataError for non-finite positions or cell, and for atoms closer than MIN_DISTANCE.
+        """
         positions = np.array(atoms.positions, dtype=np.float64)
         pbc = np.array(atoms.pbc, dtype=bool)
         cell = np.array(atoms.cell.array, dtype=np.float64) if pbc.any() else np.zeros((3, 3))
-        if not np.all(np.isfinite(positions)):
-            raise DataError("the structure has NaN or infinite positions")
+        _check_finite_geometry(positions, cell, atoms.numbers)
 
         state = self._list_state
         if state is None or self._list_outdated(state, positions, cell, pbc, atoms.numbers):
@@ -214,8 +257,15 @@ class MLPotCalculator(Calculator):
         positions_tensor = torch.tensor(positions, dtype=torch.float64, device=device)
         cell_tensor = torch.tensor(cell, dtype=torch.float64, device=device)
         edge_index, cell_shifts = state["edge_index"], state["cell_shifts"]
+        lengths = _edge_lengths(positions_tensor, cell_tensor, edge_index, cell_shifts)
+        _check_shortest_edge(lengths, edge_index, cell_shifts, atoms.numbers)
         if self.skin > 0.0:
-            edge_index, cell_shifts = self._pairs_within_cutoff(positions_tensor, cell_tensor, edge_index, cell_shifts)
+            # The skin list also contains pairs that are now beyond the cutoff. They would contribute
+            # exactly zero, because the model's envelope is zero there, but would cost as much as
+            # any other edge. With a skin of 1 Å and a cutoff of 5 Å, the water boxes of
+            # scripts/benchmark_md.py list 1.55 times the edges the model needs.
+            keep = lengths < self.cutoff
+            edge_index, cell_shifts = edge_index[:, keep], cell_shifts[keep]
         return {
             keys.POSITIONS: positions_tensor,
             keys.ATOMIC_NUMBERS: state["numbers"],
@@ -227,19 +277,6 @@ class MLPotCalculator(Calculator):
             keys.CELL_SHIFTS: cell_shifts,
             keys.TOTAL_CHARGE: torch.tensor([total_charge(atoms)], dtype=torch.float64, device=device),
         }
-
-    def _pairs_within_cutoff(
-        self, positions: torch.Tensor, cell: torch.Tensor, edge_index: torch.Tensor, cell_shifts: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Drop the edges of the skin list that are now longer than the cutoff.
-
-        Those edges would contribute exactly zero, because the model's envelope is zero beyond
-        the cutoff, but they would still cost as much as any other edge. With a skin of 1 Å and
-        a cutoff of 5 Å, the water boxes of scripts/benchmark_md.py list 1.55 times the edges the model needs.
-        """
-        vectors = positions[edge_index[1]] - positions[edge_index[0]] + cell_shifts @ cell
-        keep = torch.linalg.vector_norm(vectors, dim=-1) < self.cutoff
-        return edge_index[:, keep], cell_shifts[keep]
 
     def _list_outdated(self, state: dict, positions, cell, pbc, numbers) -> bool:
         if self.skin == 0.0:
@@ -278,6 +315,48 @@ def total_charge(atoms: ase.Atoms) -> float:
         except (TypeError, ValueError):
             raise DataError(f"atoms.info['charge'] must be a number of elementary charges, got {value!r}") from None
     return float(np.sum(atoms.get_initial_charges()))
+
+
+def _check_finite_geometry(positions: np.ndarray, cell: np.ndarray, numbers: np.ndarray) -> None:
+    """Raise DataError naming the first atom with a NaN or infinite position, or a non-finite cell."""
+    finite = np.isfinite(positions).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise DataError(f"{WHERE}: position of atom {bad} ({symbol(int(numbers[bad]))}) is NaN or infinite")
+    if not np.all(np.isfinite(cell)):
+        raise DataError(f"{WHERE}: the cell contains NaN or infinite values: {cell.tolist()}")
+
+
+def _edge_lengths(
+    positions: torch.Tensor, cell: torch.Tensor, edge_index: torch.Tensor, cell_shifts: torch.Tensor
+) -> torch.Tensor:
+    """Return the (n_edges,) lengths in Å of the edges at the current positions, in float64."""
+    vectors = positions[edge_index[1]] - positions[edge_index[0]] + cell_shifts @ cell
+    return torch.linalg.vector_norm(vectors, dim=-1)
+
+
+def _check_shortest_edge(
+    lengths: torch.Tensor, edge_index: torch.Tensor, cell_shifts: torch.Tensor, numbers: np.ndarray
+) -> None:
+    """Raise DataError when an edge is shorter than MIN_DISTANCE, naming both atoms and the image.
+
+    The neighbour list contains every pair within the cutoff, so its shortest edge is the shortest
+    distance in the structure whenever that distance is below the cutoff.
+    """
+    if lengths.numel() == 0:
+        return
+    shortest = int(torch.argmin(lengths))
+    distance = float(lengths[shortest])
+    if distance >= MIN_DISTANCE:
+        return
+    i, j = (int(index) for index in edge_index[:, shortest])
+    shift = [int(value) for value in cell_shifts[shortest].tolist()]
+    image = f" (through a periodic image, cell shift {shift})" if any(shift) else ""
+    raise DataError(
+        f"{WHERE}: atoms {i} ({symbol(int(numbers[i]))}) and {j} ({symbol(int(numbers[j]))}) are {distance:.3g} Å "
+        f"apart{image}, closer than {MIN_DISTANCE} Å, where the model's energy is meaningless. Remove duplicated "
+        "atoms or check the length unit and the cell; in MD, a smaller time step keeps atoms from colliding"
+    )
 
 
 def _potential_from(model: Potential | str | Path, device: torch.device) -> Potential:

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from mlpot import keys
 from mlpot.data.graph import collate, graph_to, structure_to_graph
 from mlpot.data.labels import Structure
+from mlpot.devices import resolve_device
 from mlpot.models.potential import Potential
 from mlpot.training.metrics import Error, ErrorAccumulator
 
@@ -35,8 +36,10 @@ def predict(
 
     Returns one dict of float64 arrays per structure (energy, atomic_energies, forces, and stress
     for periodic structures, dipole and charges when the model predicts them), and the errors of
-    each labelled quantity (see :mod:`mlpot.training.metrics`).
+    each labelled quantity (see :mod:`mlpot.training.metrics`). An invalid or unavailable
+    ``device`` raises :class:`~mlpot.errors.ConfigError`.
     """
+    device = resolve_device(device)
     potential = potential.to(device).eval()
     accumulator = ErrorAccumulator()
     results: list[dict[str, np.ndarray]] = []
