@@ -16,6 +16,24 @@ class DataError(MLPotError, ValueError):
     """Raised when a structure file is unreadable, a label is missing or invalid, or atoms overlap."""
 
 
+class MissingLabelError(DataError):
+    """Raised when a structure lacks a requested label.
+
+    Attributes:
+        label: the label, one of :data:`mlpot.keys.LABELS`.
+        key: the name it was looked up under.
+        where: the file and frame.
+        available: the names the frame does have.
+    """
+
+    def __init__(self, message: str, label: str, key: str, where: str, available: list[str]):
+        super().__init__(message)
+        self.label = label
+        self.key = key
+        self.where = where
+        self.available = available
+
+
 class UnitError(MLPotError, ValueError):
     """Raised when a unit name is unknown or does not fit the quantity."""
 

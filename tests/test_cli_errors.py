@@ -29,9 +29,12 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 ETHANOL = REPOSITORY / "data" / "ethanol" / "train.xyz"
 
 
-def run_cli(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_cli(*arguments: str, cwd: Path, encoding: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``mlpot`` in ``cwd``; ``encoding`` sets PYTHONIOENCODING, the encoding of its console."""
     command = [sys.executable, "-m", "mlpot.cli.main", *arguments]
     environment = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    if encoding is not None:
+        environment["PYTHONIOENCODING"] = encoding
     return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd, env=environment)
 
 

@@ -4,9 +4,37 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 
 from mlpot import keys
 from mlpot.data.labels import LabelSpec, find_label
+
+
+#: Characters that mlpot's messages and tables print: units, Greek letters and the dot of e·Å.
+OUTPUT_CHARACTERS = "Åμσ·³"
+
+
+def make_output_safe() -> None:
+    """Make sys.stdout and sys.stderr replace the characters their encoding lacks.
+
+    An ASCII or cp1252 console (``PYTHONIOENCODING=ascii``, some Windows terminals) cannot
+    encode units such as Å or μ, and printing them would raise UnicodeEncodeError. The streams
+    are reconfigured with ``errors="replace"``, so such characters print as ``?``. Streams that
+    can encode them, or that cannot be reconfigured, are left as they are.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        try:
+            OUTPUT_CHARACTERS.encode(encoding)
+        except (UnicodeEncodeError, LookupError):
+            reconfigure = getattr(stream, "reconfigure", None)
+            if reconfigure is not None:
+                reconfigure(errors="replace")
+
+
+def plural(count: int, noun: str) -> str:
+    """Return ``"1 structure"`` or ``"2 structures"``: the count with the noun in the right number."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def add_label_options(parser: argparse.ArgumentParser) -> None:
@@ -44,22 +72,48 @@ def add_device_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=32, help="structures per batch (default 32)")
 
 
-def labels_in_first_frame(path: str, spec: LabelSpec) -> tuple[str, ...]:
-    """Return which of energy, forces, stress and dipole the first structure of ``path`` carries."""
+@dataclasses.dataclass
+class FirstFrameLabels:
+    """Labels found in, and missing from, the first structure of a file.
+
+    Attributes:
+        found: labels present under their LabelSpec key (or, in npz archives, the rMD17 name).
+        missing: the other labels of :data:`mlpot.keys.LABELS`.
+        names: entries of the first frame (info, arrays and calculator results), or the array
+            names of an npz archive, sorted.
+    """
+
+    found: tuple[str, ...]
+    missing: tuple[str, ...]
+    names: list[str]
+
+
+def labels_in_first_frame(path: str, spec: LabelSpec) -> FirstFrameLabels:
+    """Look up each of :data:`mlpot.keys.LABELS` in the first structure of ``path``."""
     from pathlib import Path
 
     import ase.io
     import numpy as np
 
     if Path(path).suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            names = set(archive.files)
-        return tuple(label for label, array in ((keys.ENERGY, "energies"), (keys.FORCES, "forces")) if array in names)
-    from mlpot.data.io import read_structures
+        from mlpot.data.npz import RMD17_ARRAYS
 
-    try:
-        atoms = ase.io.read(path, index=0)
-    except Exception:  # The full read below reports the error with the file name.
-        read_structures(path, (), spec)
-        raise
-    return tuple(label for label in keys.LABELS if find_label(atoms, spec.key_of(label)) is not None)
+        with np.load(path, allow_pickle=False) as archive:
+            names = sorted(archive.files)
+        found = tuple(
+            label for label in keys.LABELS if spec.key_of(label) in names or RMD17_ARRAYS.get(label) in names
+        )
+    else:
+        from mlpot.data.io import read_structures
+
+        try:
+            atoms = ase.io.read(path, index=0)
+        except Exception:  # The full read below reports the error with the file name.
+            read_structures(path, (), spec)
+            raise
+        results = getattr(atoms.calc, "results", None) if atoms.calc is not None else None
+        entries = set(atoms.info) | (set(atoms.arrays) - {"numbers", "positions"}) | set(results or ())
+        names = sorted(entries)
+        found = tuple(label for label in keys.LABELS if find_label(atoms, spec.key_of(label)) is not None)
+    missing = tuple(label for label in keys.LABELS if label not in found)
+    return FirstFrameLabels(found=found, missing=missing, names=names)

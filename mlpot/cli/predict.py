@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from mlpot.cli.common import add_device_options, add_label_options, label_spec_from_args
+from mlpot.cli.common import add_device_options, add_label_options, label_spec_from_args, make_output_safe, plural
 
 #: Units of the written predictions, also stored in each frame as ``mlpot_units``.
 UNITS_NOTE = "energy:eV forces:eV/A stress:eV/A^3 dipole:e*A charges:e"
@@ -37,12 +37,15 @@ def run(args: argparse.Namespace) -> int:
     from mlpot import keys
     from mlpot.config import resolve_data_path
     from mlpot.data.io import read_structures
+    from mlpot.devices import resolve_device
     from mlpot.evaluation import predict
     from mlpot.models.io import load_model
 
-    potential = load_model(args.model, device=args.device)
+    make_output_safe()
+    device = resolve_device(args.device)
+    potential = load_model(args.model, device=device)
     structures = read_structures(resolve_data_path(args.data), (), label_spec_from_args(args), elements=potential.elements)
-    predictions, _ = predict(potential, structures, args.batch_size, args.device, progress=True)
+    predictions, _ = predict(potential, structures, args.batch_size, device, progress=True)
 
     frames = []
     for structure, predicted in zip(structures, predictions):
@@ -67,5 +70,5 @@ def run(args: argparse.Namespace) -> int:
         os.replace(temporary, output)
     finally:
         Path(temporary).unlink(missing_ok=True)
-    print(f"predictions for {len(frames)} structures written to {output}")
+    print(f"predictions for {plural(len(frames), 'structure')} written to {output}")
     return 0

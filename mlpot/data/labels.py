@@ -15,7 +15,7 @@ import ase
 import numpy as np
 
 from mlpot import keys
-from mlpot.errors import DataError, UnitError
+from mlpot.errors import DataError, MissingLabelError, UnitError
 from mlpot.units import factor_to_internal
 
 
@@ -199,9 +199,14 @@ def extract_labels(
         key = spec.key_of(label)
         value = find_label(atoms, key)
         if value is None:
-            raise DataError(
-                f"{where}: label {key!r} ({label}) is missing; this frame has {_available_names(atoms)}. "
-                f"Rename the key with {label}_key, or leave {label} out of the labels to train on"
+            available = _available_names(atoms)
+            raise MissingLabelError(
+                f"{where}: label {key!r} ({label}) is missing; this frame has {available}. "
+                f"Rename the key with {label}_key, or leave {label} out of the labels to train on",
+                label=label,
+                key=key,
+                where=where,
+                available=available,
             )
         default_unit = default_units.get(LABEL_QUANTITIES[label])
         labels[label] = _convert_label(label, value, spec, default_unit, len(atoms), where)
