@@ -129,11 +129,13 @@ def factor_to_internal(unit: str, quantity: str) -> float:
         raise UnitError(f"unknown quantity {quantity!r}; expected one of {sorted(INTERNAL_UNITS)}")
     if not isinstance(unit, str) or not unit.strip():
         raise _unknown(str(unit), quantity)
-    if _WRONG_PREFIX.search(unit):
-        raise UnitError(
-            f"unknown {quantity} unit {unit!r}: mega-electronvolts and millipascals are not supported. "
-            "Write meV for milli-electronvolts and MPa for megapascals"
-        )
+    wrong_prefix = _WRONG_PREFIX.search(unit)
+    if wrong_prefix:
+        if wrong_prefix.group(1).lower() == "mev":
+            rejected, advice = "mega-electronvolts", "Write meV for milli-electronvolts"
+        else:
+            rejected, advice = "millipascals", "Write MPa for megapascals"
+        raise UnitError(f"unknown {quantity} unit {unit!r}: {rejected} are not supported. {advice}")
     text = _normalise(unit)
 
     if quantity == "energy":

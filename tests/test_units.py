@@ -89,6 +89,22 @@ def test_wrong_prefix_case_raises(unit, quantity):
         factor_to_internal(unit, quantity)
 
 
+@pytest.mark.parametrize(
+    ("unit", "quantity", "named", "unrelated"),
+    [
+        ("MeV", "energy", "mega-electronvolts", "pascals"),
+        ("MeV/Å", "forces", "mega-electronvolts", "pascals"),
+        ("MeV/Å^3", "stress", "mega-electronvolts", "pascals"),
+        ("mPa", "stress", "millipascals", "electronvolts"),
+    ],
+)
+def test_wrong_prefix_names_only_its_unit(unit, quantity, named, unrelated):
+    with pytest.raises(UnitError) as error:
+        factor_to_internal(unit, quantity)
+    assert named in str(error.value)
+    assert unrelated not in str(error.value)
+
+
 def test_unknown_quantity_raises():
     with pytest.raises(UnitError, match="quantity"):
         factor_to_internal("eV", "temperature")
