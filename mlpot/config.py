@@ -54,7 +54,9 @@ class DataConfig:
         "Unit of the energies in isolated_atoms_file, which is read on its own: energy_unit does not apply "
         "to it. Empty means eV for files ASE reads.",
     )
-    isolated_atoms_energy_key: str = option("energy", "Name of the energy label in isolated_atoms_file.")
+    isolated_atoms_energy_key: str | None = option(
+        None, "Name of the energy label in isolated_atoms_file; empty means the same name as energy_key."
+    )
     labels: list[str] = option(
         ["energy", "forces"], "Labels to train on: any of energy, forces, stress, dipole.", choices=("energy", "forces", "stress", "dipole")
     )
@@ -138,9 +140,13 @@ class TrainingConfig:
         "one seed. CPU runs repeat without it. On GPU the deterministic index_add and index_put kernels of the "
         "neighbour sums are slower, and an operation without a deterministic kernel raises an error.",
     )
-    learning_rate: float = option(5e-3, "Peak learning rate of the Adam optimiser (AMSGrad).")
+    learning_rate: float = option(5e-3, "Peak learning rate of the AdamW optimiser, which uses the AMSGrad variant.")
     weight_decay: float = option(0.0, "Decoupled weight decay (AdamW).")
-    warmup_epochs: float = option(1.0, "Epochs of linear learning-rate warm-up from zero.")
+    warmup_epochs: float = option(
+        1.0,
+        "Epochs of linear learning-rate warm-up: over its n steps, step k (from 0) uses learning_rate·(k+1)/n, "
+        "so the rate starts at learning_rate/n. 0 disables the warm-up.",
+    )
     lr_factor: float = option(0.8, "Factor applied to the learning rate when the validation loss stops improving.")
     lr_patience: int = option(10, "Epochs without improvement before the learning rate drops.")
     min_lr: float = option(1e-6, "Lower bound of the learning rate.")
@@ -155,7 +161,9 @@ class TrainingConfig:
         None, "Model file whose weights start this training (fine-tuning); its optimiser state is not used."
     )
     log_every_n_steps: int = option(10, "Training steps between logged losses.")
-    progress_bar: bool = option(True, "Show a progress bar during epochs.")
+    progress_bar: bool | None = option(
+        None, "Show a progress bar during epochs; empty means only when standard output is a terminal."
+    )
 
 
 @dataclass

@@ -164,14 +164,52 @@ def test_isolated_atoms_keep_their_own_unit():
     """rMD17 energies in kcal/mol must not rescale the eV isolated-atom energies."""
     from mlpot.config import load_config
     from mlpot.models.statistics import compute_statistics
-    from mlpot.training.run import _read_splits
+    from mlpot.training.datasets import read_splits
 
     config = load_config(REPOSITORY / "data" / "configs" / "rmd17_ethanol.yaml")
     assert config.data.energy_unit == "kcal/mol"
-    train, _, _, isolated = _read_splits(config)
+    train, _, _, isolated = read_splits(config)
     statistics = compute_statistics(train, config.model.cutoff, isolated)
 
     hydrogen = statistics.reference_energies[statistics.elements.index(1)]
     assert hydrogen == pytest.approx(-13.5684, abs=1e-3)  # eV, as in data/ethanol/isolated_atoms.xyz
     # The training energies are in eV after conversion: about -4209 eV per ethanol.
     assert float(train[0].labels["energy"]) == pytest.approx(-4209, abs=5)
+
+
+def test_optimiser_matches_help():
+    from mlpot.config import ModelConfig, TrainingConfig, fields_by_key
+    from mlpot.models.potential import Potential
+    from mlpot.training.module import PotentialModule
+
+    potential = Potential(ModelConfig(num_features=8, radial_hidden=8, num_interactions=1), [1, 8], [-13.6, -2040.0])
+    module = PotentialModule(potential, TrainingConfig(), ["energy"], steps_per_epoch=4)
+    optimizer = module.configure_optimizers()
+    assert type(optimizer) is torch.optim.AdamW
+    assert optimizer.defaults["amsgrad"] is True
+    help_text = fields_by_key()["learning_rate"][1].metadata["help"]
+    assert "AdamW" in help_text
+    assert "AMSGrad" in help_text
+
+
+def test_warmup_starts_at_rate_over_steps():
+    """Over n = 4 warm-up steps the rate is learning_rate·(k+1)/n, as the help of warmup_epochs says."""
+    from types import SimpleNamespace
+
+    from mlpot.config import ModelConfig, TrainingConfig, fields_by_key
+    from mlpot.models.potential import Potential
+    from mlpot.training.module import PotentialModule
+
+    potential = Potential(ModelConfig(num_features=8, radial_hidden=8, num_interactions=1), [1, 8], [-13.6, -2040.0])
+    config = TrainingConfig(learning_rate=0.02, warmup_epochs=1.0)
+    module = PotentialModule(potential, config, ["energy"], steps_per_epoch=4)
+    optimizer = module.configure_optimizers()
+    rates = []
+    for step in range(6):
+        module._trainer = SimpleNamespace(global_step=step)
+        module.optimizer_step(0, step, optimizer)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([0.005, 0.01, 0.015, 0.02, 0.02, 0.02])
+    help_text = fields_by_key()["warmup_epochs"][1].metadata["help"]
+    assert "learning_rate/n" in help_text
+    assert "from zero" not in help_text

@@ -10,6 +10,7 @@ import warnings
 from mlpot import __version__
 from mlpot.cli import evaluate, md, predict, train
 from mlpot.errors import MLPotError
+from mlpot.training.processes import is_ddp_child
 
 #: Subcommand modules; each has ``add_parser(subparsers)`` and ``run(args) -> int``.
 COMMANDS = {"train": train, "evaluate": evaluate, "predict": predict, "md": md}
@@ -29,14 +30,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def format_warning(message, category, filename, lineno, line=None) -> str:
+    """Format a Python warning as ``<Category>: <message>``, without the source path and line.
+
+    The command line installs this as :func:`warnings.formatwarning`; with logging's format the
+    warning prints as ``WARNING: StatisticsWarning: ...``.
+    """
+    return f"{category.__name__}: {message}"
+
+
 def configure_logging(debug: bool) -> None:
-    """Send log records and Python warnings to stderr; only the command line does this."""
+    """Send log records and Python warnings to stderr; only the command line does this.
+
+    Without ``debug``, warnings print without their source line, and DDP processes of a rank
+    other than 0 log warnings and errors only, since they would repeat every INFO line of rank 0.
+    """
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if debug else "%(levelname)s: %(message)s",
     )
     logging.captureWarnings(True)
     if not debug:
+        warnings.formatwarning = format_warning
+        if is_ddp_child():
+            logging.getLogger().setLevel(logging.WARNING)
         # Lightning's start-up notes (accelerators found, advertisements) are noise at the INFO level.
         logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
         logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
@@ -64,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         print("(run with --debug for the full traceback)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"mlpot {args.command}: interrupted", file=sys.stderr)
+        if not is_ddp_child():
+            print(f"mlpot {args.command}: interrupted", file=sys.stderr)
         return 130
 
 

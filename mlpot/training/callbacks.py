@@ -1,8 +1,13 @@
-"""Lightning plug-ins of mlpot: atomic checkpoint files, safe loading and a metric table per epoch."""
+"""Lightning plug-ins of mlpot.
+
+Atomic checkpoint files with safe loading, a metric table per epoch, early stopping with the
+configured patience, and the message of an interrupted training.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +20,8 @@ from tqdm import tqdm
 
 from mlpot.errors import ModelFileError
 from mlpot.fileio import atomic_torch_save, safe_torch_load
+
+logger = logging.getLogger(__name__)
 
 #: Checkpoint entry with the SHA-256 of all other entries (see :func:`checkpoint_digest`). The zip
 #: container of torch.save detects truncation but not a changed byte inside a tensor.
@@ -128,3 +135,44 @@ class MetricTable(pl.Callback):
         cells += [template.format(float(metrics[key])) for key, _, template in columns]
         cells.append(f"{time.monotonic() - self.started:.0f}")
         tqdm.write(" | ".join(f"{cell:>14}" for cell in cells))
+
+
+class ConfiguredEarlyStopping(pl.callbacks.EarlyStopping):
+    """Early stopping that keeps the configured patience when it loads a checkpoint.
+
+    Lightning's EarlyStopping restores the patience stored in the checkpoint (Lightning 2.6), so
+    ``--early-stopping-patience`` given with ``--resume`` would have no effect. The state key is
+    that of EarlyStopping, so checkpoints of either class load into the other.
+    """
+
+    @property
+    def state_key(self) -> str:
+        return "EarlyStopping" + repr({"monitor": self.monitor, "mode": self.mode})
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        patience = self.patience
+        super().load_state_dict(state_dict)
+        self.patience = patience
+
+
+class InterruptMessage(pl.Callback):
+    """Logs, on rank 0, how to resume a training that Ctrl-C (SIGINT) interrupted.
+
+    Lightning turns the KeyboardInterrupt into ``sys.exit(1)`` after the callbacks ran;
+    :attr:`interrupted_epoch` lets the caller tell that exit from others.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.interrupted_epoch: int | None = None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, KeyboardInterrupt):
+            return
+        self.interrupted_epoch = trainer.current_epoch
+        if trainer.is_global_zero:
+            logger.warning(
+                "training interrupted in epoch %d; continue with: mlpot train --resume %s",
+                trainer.current_epoch,
+                self.folder,
+            )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import logging
 import os
+import signal
+import sys
+import threading
 import uuid
 import warnings
 from pathlib import Path
@@ -15,42 +17,46 @@ import torch
 import yaml
 
 from mlpot import keys
-from mlpot.config import Config, config_from_dict, resolve_data_path
-from mlpot.data.datamodule import GraphDataModule, split_indices
-from mlpot.data.io import read_structures
-from mlpot.data.labels import LabelSpec
-from mlpot.errors import ConfigError, ModelFileError
+from mlpot.config import Config
+from mlpot.data.datamodule import GraphDataModule
+from mlpot.errors import ConfigError
 from mlpot.evaluation import format_errors, predict
-from mlpot.models.io import load_model, save_model
+from mlpot.models.io import save_model
 from mlpot.models.potential import Potential
 from mlpot.models.statistics import compute_statistics
-from mlpot.training.callbacks import AtomicCheckpointIO, MetricTable, load_checkpoint
+from mlpot.training.callbacks import (
+    AtomicCheckpointIO,
+    ConfiguredEarlyStopping,
+    InterruptMessage,
+    MetricTable,
+    load_checkpoint,
+)
+from mlpot.training.datasets import label_spec, read_splits
 from mlpot.training.limits import check_ranges
+from mlpot.training.lock import RunLock
 from mlpot.training.module import VALID_LOSS, PotentialModule
+from mlpot.training.processes import is_ddp_child
+from mlpot.training.resume import (
+    BEST_CHECKPOINT,
+    CHECKPOINTS,
+    CONFIG_NAME,
+    LAST_CHECKPOINT,
+    MODEL_NAME,
+    check_resume_checkpoint,
+    check_resume_config,
+    epochs_done,
+    load_initial_weights,
+    nothing_left_reason,
+    remove_partial_files,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Environment variable that passes the run folder to the processes DDP starts, so that all
 #: processes of one run agree on it even when it was chosen from the clock.
 RUN_FOLDER_VARIABLE = "MLPOT_RUN_FOLDER"
-CONFIG_NAME = "config.yaml"
-MODEL_NAME = "model.pt"
-CHECKPOINTS = "checkpoints"
-LAST_CHECKPOINT = "last.ckpt"
-BEST_CHECKPOINT = "best.ckpt"
 #: Folder of the CSV metrics of a run's first start; each resume writes to logs-2, logs-3, ...
 LOGS = "logs"
-
-
-def label_spec(config: Config) -> LabelSpec:
-    """Label names and units of the data section."""
-    names = {item.name for item in dataclasses.fields(LabelSpec)}
-    return LabelSpec(**{name: getattr(config.data, name) for name in names})
-
-
-def is_ddp_child() -> bool:
-    """Return whether this process was started by Lightning's DDP launcher for a rank other than 0."""
-    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
 
 
 def choose_run_folder(config: Config) -> Path:
@@ -65,36 +71,6 @@ def choose_run_folder(config: Config) -> Path:
         return Path(inherited)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / stamp
-
-
-def load_run_config(folder: Path) -> Config:
-    """Read the config a run folder was started with, for ``--resume``."""
-    path = folder / CONFIG_NAME
-    if not path.is_file():
-        raise ConfigError(f"cannot resume from {folder}: {CONFIG_NAME} not found there; is it an mlpot run folder?")
-    return config_from_dict(yaml.safe_load(path.read_text()), where=str(path))
-
-
-def _read_splits(config: Config):
-    data = config.data
-    labels = tuple(data.labels)
-    spec = label_spec(config)
-    train = read_structures(resolve_data_path(data.train_file), labels, spec)
-    if data.valid_file:
-        valid = read_structures(resolve_data_path(data.valid_file), labels, spec)
-    else:
-        if len(train) < 2:
-            raise ConfigError(f"{data.train_file} has {len(train)} structure; set valid_file, since there is none to hold out")
-        train_indices, valid_indices = split_indices(len(train), data.valid_fraction, config.training.seed)
-        train, valid = [train[i] for i in train_indices], [train[i] for i in valid_indices]
-    test = read_structures(resolve_data_path(data.test_file), labels, spec) if data.test_file else None
-    isolated = None
-    if data.isolated_atoms_file:
-        # The isolated-atom file often comes from elsewhere than the data (eV extxyz beside rMD17's
-        # kcal/mol npz), so it has its own energy key and unit.
-        isolated_spec = LabelSpec(energy_key=data.isolated_atoms_energy_key, energy_unit=data.isolated_atoms_energy_unit)
-        isolated = read_structures(resolve_data_path(data.isolated_atoms_file), (keys.ENERGY,), isolated_spec)
-    return train, valid, test, isolated
 
 
 def _check_labels(config: Config) -> None:
@@ -124,7 +100,17 @@ def _log_version(folder: Path) -> str:
     return name
 
 
-def build_trainer(config: Config, folder: Path) -> tuple[pl.Trainer, pl.callbacks.ModelCheckpoint]:
+def show_progress_bar(config: Config) -> bool:
+    """Return whether the Trainer shows a progress bar: the configured choice, else whether stdout is a terminal.
+
+    A progress bar written to a file or pipe would interleave its updates with the metric table.
+    """
+    if config.training.progress_bar is not None:
+        return config.training.progress_bar
+    return sys.stdout.isatty()
+
+
+def build_trainer(config: Config, folder: Path, interrupt: InterruptMessage | None = None) -> pl.Trainer:
     """Build the Lightning Trainer with mlpot's callbacks, loggers and checkpoint files."""
     training = config.training
     checkpoint_folder = folder / CHECKPOINTS
@@ -141,8 +127,9 @@ def build_trainer(config: Config, folder: Path) -> tuple[pl.Trainer, pl.callback
     callbacks = [
         best,
         last,
-        pl.callbacks.EarlyStopping(monitor=VALID_LOSS, mode="min", patience=training.early_stopping_patience),
+        ConfiguredEarlyStopping(monitor=VALID_LOSS, mode="min", patience=training.early_stopping_patience),
         MetricTable(),
+        interrupt or InterruptMessage(folder),
     ]
     loggers = [pl.loggers.CSVLogger(save_dir=str(folder), name="", version=_log_version(folder))]
     try:
@@ -153,7 +140,7 @@ def build_trainer(config: Config, folder: Path) -> tuple[pl.Trainer, pl.callback
         pass
 
     world = training.devices * training.num_nodes
-    trainer = pl.Trainer(
+    return pl.Trainer(
         accelerator=_accelerator(training.device),
         devices=training.devices,
         num_nodes=training.num_nodes,
@@ -168,12 +155,11 @@ def build_trainer(config: Config, folder: Path) -> tuple[pl.Trainer, pl.callback
         inference_mode=False,
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
-        enable_progress_bar=training.progress_bar,
+        enable_progress_bar=show_progress_bar(config),
         enable_model_summary=False,
         log_every_n_steps=training.log_every_n_steps,
         plugins=[AtomicCheckpointIO()],
     )
-    return trainer, best
 
 
 def train(config: Config, resume: str | Path | None = None) -> Path:
@@ -182,35 +168,69 @@ def train(config: Config, resume: str | Path | None = None) -> Path:
     With ``resume``, the run in that folder continues from its last checkpoint with the same raw
     weights, averaged weights, optimiser and scheduler state, epoch and best score; the epoch that
     was interrupted starts again. A run stopped before its first checkpoint starts from the
-    beginning. Every checkpoint and model file is written atomically, so a run killed at any
-    moment can be resumed.
+    beginning. ``config`` may differ from the run's config.yaml in the keys of
+    :data:`~mlpot.training.resume.RESUME_KEYS` only. A resumed run with nothing left to train
+    (max_epochs reached, or stopped early) keeps its model.pt and returns its path.
+
+    Every checkpoint and model file is written atomically, so a run killed at any moment can be
+    resumed. The rank-0 process holds the lock file of the run folder while it trains, so a
+    second training into the same folder fails with a ConfigError.
     """
     check_ranges(config)
-    if resume is not None:
-        folder = Path(resume)
+    folder = Path(resume) if resume is not None else choose_run_folder(config)
+    os.environ[RUN_FOLDER_VARIABLE] = str(folder)  # read by the processes that DDP starts
+    if is_ddp_child():
+        return _train_in_folder(config, folder, resume is not None)
+    advice = "wait for it to end before resuming" if resume is not None else "wait for it or choose another --output"
+    try:
+        with RunLock(folder, advice):
+            return _train_in_folder(config, folder, resume is not None)
+    finally:
+        os.environ.pop(RUN_FOLDER_VARIABLE, None)
+
+
+def _train_in_folder(config: Config, folder: Path, resuming: bool) -> Path:
+    """Run the training of :func:`train` in ``folder``, whose lock this process holds unless it is a DDP child."""
+    _check_labels(config)
+    model_path = folder / MODEL_NAME
+    checkpoint: Path | None = None
+    skip_fit = False
+    if resuming:
+        check_resume_config(folder, config)
         checkpoint = folder / CHECKPOINTS / LAST_CHECKPOINT
         if not is_ddp_child():
-            _remove_partial_files(folder)
+            remove_partial_files(folder)
         if checkpoint.is_file():
-            _check_resume_checkpoint(folder, checkpoint)
+            state = check_resume_checkpoint(folder, checkpoint)
+            reason = nothing_left_reason(state, config)
+            if reason is not None and model_path.is_file():
+                logger.warning("nothing left to train in %s: %s. %s stays as it is", folder, reason, model_path)
+                return model_path
+            if reason is not None:
+                logger.warning("nothing left to train in %s: %s. Writing the missing %s", folder, reason, model_path)
+                skip_fit = True
+            else:
+                logger.info(
+                    "resuming %s from %s, saved after epoch %d; training goes on with epoch %d (max_epochs %d)",
+                    folder,
+                    checkpoint,
+                    epochs_done(state) - 1,
+                    epochs_done(state),
+                    config.training.max_epochs,
+                )
         else:
             logger.info("%s has no %s/%s yet; training starts from the first epoch", folder, CHECKPOINTS, LAST_CHECKPOINT)
             checkpoint = None
             if not is_ddp_child():
                 # A best.ckpt without last.ckpt comes from a first epoch killed between the two writes.
                 (folder / CHECKPOINTS / BEST_CHECKPOINT).unlink(missing_ok=True)
-    else:
-        folder = choose_run_folder(config)
-        checkpoint = None
-        if (folder / CHECKPOINTS).exists() and not is_ddp_child():
-            raise ConfigError(f"{folder} already contains a run; continue it with --resume {folder} or choose another --output")
-    os.environ[RUN_FOLDER_VARIABLE] = str(folder)  # read by the processes that DDP starts
-    _check_labels(config)
+    elif (folder / CHECKPOINTS).exists() and not is_ddp_child():
+        raise ConfigError(f"{folder} already contains a run; continue it with --resume {folder} or choose another --output")
 
     if config.training.threads is not None:
         torch.set_num_threads(config.training.threads)
     pl.seed_everything(config.training.seed, workers=True, verbose=False)
-    train_set, valid_set, test_set, isolated = _read_splits(config)
+    train_set, valid_set, test_set, isolated = read_splits(config)
     statistics = compute_statistics(train_set, config.model.cutoff, isolated)
     potential = Potential(
         config.model,
@@ -221,7 +241,7 @@ def train(config: Config, resume: str | Path | None = None) -> Path:
         interaction_shifts=statistics.interaction_shifts,
     )
     if config.training.init_from and checkpoint is None:
-        _load_initial_weights(potential, Path(config.training.init_from))
+        load_initial_weights(potential, Path(config.training.init_from))
 
     datamodule = GraphDataModule(
         train_set,
@@ -236,20 +256,17 @@ def train(config: Config, resume: str | Path | None = None) -> Path:
     world = config.training.devices * config.training.num_nodes
     steps_per_epoch = -(-len(train_set) // (config.data.batch_size * world))
     module = PotentialModule(potential, config.training, config.data.labels, steps_per_epoch)
-    trainer, _ = build_trainer(config, folder)
+    interrupt = InterruptMessage(folder)
+    trainer = build_trainer(config, folder, interrupt)
     if trainer.is_global_zero:
         folder.mkdir(parents=True, exist_ok=True)
         if checkpoint is None:
             _write_text_atomically(folder / CONFIG_NAME, yaml.safe_dump(config.to_dict(), sort_keys=False))
         logger.info("training on %d structures, validating on %d; run folder %s", len(train_set), len(valid_set), folder)
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
-    if not is_ddp_child():
-        os.environ.pop(RUN_FOLDER_VARIABLE, None)
+    if not skip_fit:
+        _fit(trainer, module, datamodule, checkpoint, interrupt)
 
-    model_path = folder / MODEL_NAME
     if trainer.is_global_zero:
         # The fixed path, not best.best_model_path, which Lightning drops when a run folder moves.
         # NOTE: Lightning then also drops the best score, so the first epoch after resuming a moved
@@ -264,24 +281,25 @@ def train(config: Config, resume: str | Path | None = None) -> Path:
     return model_path
 
 
-def _check_resume_checkpoint(folder: Path, checkpoint: Path) -> None:
-    """Load ``checkpoint`` once, so that a damaged one fails before the data is read."""
+def _fit(trainer: pl.Trainer, module: PotentialModule, datamodule, checkpoint: Path | None, interrupt: InterruptMessage) -> None:
+    """Run ``trainer.fit``, and raise KeyboardInterrupt where Lightning exits after a Ctrl-C.
+
+    Lightning handles a KeyboardInterrupt by running the callbacks' ``on_exception`` and calling
+    ``sys.exit(1)``, with SIGINT ignored from then on (Lightning 2.6). The KeyboardInterrupt lets
+    the command line exit with code 130, and the SIGINT handler is restored for callers that go on.
+    """
+    previous_handler = signal.getsignal(signal.SIGINT)
     try:
-        load_checkpoint(checkpoint)
-    except ModelFileError as error:
-        raise ModelFileError(
-            f"cannot resume from {folder}: {error}. To go on from the best epoch instead, copy "
-            f"{CHECKPOINTS}/{BEST_CHECKPOINT} to {CHECKPOINTS}/{LAST_CHECKPOINT}; to start the run again, delete "
-            f"{CHECKPOINTS}/{LAST_CHECKPOINT}"
-        ) from None
-
-
-def _remove_partial_files(folder: Path) -> None:
-    """Delete the temporary files of atomic writes that a killed run left in ``folder``."""
-    for directory in (folder, folder / CHECKPOINTS):
-        for path in directory.glob(".*.tmp"):
-            logger.info("removing %s, a partial file of the interrupted run", path)
-            path.unlink(missing_ok=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
+    except SystemExit:
+        if interrupt.interrupted_epoch is None:
+            raise
+        raise KeyboardInterrupt from None
+    finally:
+        if previous_handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous_handler)
 
 
 def _write_text_atomically(path: Path, text: str) -> None:
@@ -296,17 +314,3 @@ def _write_text_atomically(path: Path, text: str) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-
-
-def _load_initial_weights(potential: Potential, path: Path) -> None:
-    """Copy the weights of another model into ``potential`` for fine-tuning."""
-    source = load_model(path)
-    if source.elements != potential.elements:
-        raise ConfigError(
-            f"init_from {path}: its elements {source.elements} differ from those of the training data {potential.elements}"
-        )
-    try:
-        potential.load_state_dict(source.state_dict())
-    except RuntimeError as error:
-        raise ConfigError(f"init_from {path}: its architecture differs from this config's model section ({error})") from None
-    logger.info("initial weights from %s", path)
