@@ -11,10 +11,10 @@ Three numbers set the scale of a potential before training (see :mod:`mlpot.mode
 
 Only the training split may go in, so that validation and test errors stay honest.
 
-Problems that leave the statistics usable but doubtful (a rank-deficient fit, an isolated-atom
-energy for an element that no training structure contains) raise a :class:`StatisticsWarning`
-through :func:`warnings.warn`, so that a caller or a test can escalate or catch them. Where each
-number comes from is logged at INFO level.
+Some problems leave the statistics usable but doubtful: a rank-deficient fit, an isolated-atom
+energy for an element that no training structure contains, or numbers that point to an
+undeclared unit. They raise a :class:`StatisticsWarning` through :func:`warnings.warn`, so that a
+caller or a test can escalate or catch them. Where each number comes from is logged at INFO level.
 """
 
 from __future__ import annotations
@@ -46,6 +46,14 @@ REFERENCES_ZERO = "zero"
 SCALE_FROM_FORCES = "forces"
 SCALE_FROM_ENERGY_RESIDUAL = "energy_residual"
 SCALE_DEFAULT = "default"
+
+#: Largest plausible interaction shift in eV per atom. A bonded atom lies about 1 to 10 eV below
+#: its isolated energy, so a larger shift means that the training energies and the isolated-atom
+#: energies are in different units. A kcal/mol energy read as eV is 23 times too large.
+MAX_INTERACTION_SHIFT = 50.0
+#: Largest plausible RMS of the training force components in eV/Å. Molecular dynamics data
+#: typically have 0.5 to 3 eV/Å; forces in kcal/mol/Å read as eV/Å come out 23 times too large.
+MAX_FORCE_RMS = 10.0
 
 
 class StatisticsWarning(UserWarning):
@@ -173,6 +181,10 @@ def compute_statistics(
 
     energy_scale, scale_source = _energy_scale(train_structures, dict(zip(elements, references)))
     shifts = interaction_shifts(train_structures, elements, references)
+    if reference_source == REFERENCES_FROM_ISOLATED_ATOMS:
+        _check_interaction_shifts(elements, shifts)
+    if scale_source == SCALE_FROM_FORCES:
+        _check_force_scale(energy_scale)
     avg_num_neighbours = average_num_neighbours(train_structures, cutoff)
     logger.info(
         "statistics of %d training structures: reference energies from %s, energy scale %.6g eV from %s, "
@@ -215,6 +227,36 @@ def interaction_shifts(structures: Sequence[Structure], elements: list[int], ref
     )
     solution, *_ = np.linalg.lstsq(counts, residuals, rcond=None)
     return [float(value) for value in solution]
+
+
+def _check_interaction_shifts(elements: list[int], shifts: list[float]) -> None:
+    """Warn when an interaction shift lies beyond ±MAX_INTERACTION_SHIFT eV per atom."""
+    implausible = [(z, shift) for z, shift in zip(elements, shifts) if abs(shift) > MAX_INTERACTION_SHIFT]
+    if not implausible:
+        return
+    values = ", ".join(f"{symbol(z)} {shift:+.4g} eV" for z, shift in implausible)
+    warnings.warn(
+        f"the mean energy per atom relative to the isolated-atom energies, (E - ΣE0)/atom, is {values}, beyond "
+        f"±{MAX_INTERACTION_SHIFT:g} eV per atom; bonded atoms lie 1 to 10 eV below their isolated energy. The "
+        "training energies and the isolated-atom energies are probably in different units: declare energy_unit "
+        "for the training data and isolated_atoms_energy_unit for isolated_atoms_file",
+        StatisticsWarning,
+        stacklevel=3,
+    )
+
+
+def _check_force_scale(force_rms: float) -> None:
+    """Warn when the RMS of the training force components exceeds MAX_FORCE_RMS eV/Å."""
+    if force_rms <= MAX_FORCE_RMS:
+        return
+    warnings.warn(
+        f"the RMS of the training force components is {force_rms:.4g} eV/Å, above {MAX_FORCE_RMS:g} eV/Å; "
+        "molecular dynamics data typically have 0.5 to 3 eV/Å. The forces are probably in another unit: declare "
+        "forces_unit, or energy_unit, which forces without a unit of their own follow (for example kcal/mol "
+        "for kcal/mol/Å)",
+        StatisticsWarning,
+        stacklevel=3,
+    )
 
 
 def _isolated_energies(isolated_atoms) -> tuple[dict[int, float], str]:
