@@ -68,6 +68,12 @@ def wait_for(condition, process: subprocess.Popen, log: Path, timeout: float = 6
         time.sleep(0.001)
 
 
+def file_identity(path: Path) -> tuple[int, int]:
+    """Inode and modification time of ``path``: an atomic rewrite changes at least one of them."""
+    status = path.stat()
+    return status.st_ino, status.st_mtime_ns
+
+
 def kill(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
@@ -133,9 +139,12 @@ def test_kill_mid_epoch_then_resume(ethanol_files, uninterrupted, tmp_path):
     process = start(command, log)
     last = output / "checkpoints" / "last.ckpt"
     wait_for(last.exists, process, log)
-    # Half a second after the first checkpoint, the second epoch is running.
-    first_checkpoint = time.monotonic()
-    wait_for(lambda: time.monotonic() > first_checkpoint + 0.5, process, log)
+    # The time between the first two checkpoints is one epoch; half an epoch after the second
+    # checkpoint, the third epoch of five is running, however fast the machine.
+    first = time.monotonic(), file_identity(last)
+    wait_for(lambda: file_identity(last) != first[1], process, log)
+    second = time.monotonic()
+    wait_for(lambda: time.monotonic() > second + 0.5 * (second - first[0]), process, log)
     kill(process)
 
     assert not (output / "model.pt").exists(), "the run finished before it was killed"
