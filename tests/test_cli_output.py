@@ -121,3 +121,12 @@ def test_md_error_on_ascii_console(files):
     # The error message reads "skin must be 0 Å or more", and main() prints it after md has run.
     result = run_cli("md", "model.pt", "ethanol.xyz", "--skin", "-1", "--no-progress", cwd=files, encoding="ascii")
     assert_user_error(result, "skin must be 0 ? or more")
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "md"])
+def test_help_on_ascii_console(files, command):
+    # The help of unit options names Å, which an ASCII stdout cannot encode.
+    result = run_cli(command, "--help", cwd=files, encoding="ascii")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "?" in result.stdout

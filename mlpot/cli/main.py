@@ -9,6 +9,7 @@ import warnings
 
 from mlpot import __version__
 from mlpot.cli import evaluate, md, predict, train
+from mlpot.cli.common import make_output_safe
 from mlpot.errors import MLPotError
 from mlpot.training.processes import is_ddp_child
 
@@ -63,6 +64,8 @@ def configure_logging(debug: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``mlpot`` command line and return its exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Help texts, tables and errors print units such as Å, which an ASCII console cannot encode.
+    make_output_safe()
     parser = build_parser()
     # --debug is accepted after the subcommand too.
     debug = "--debug" in argv
