@@ -36,6 +36,7 @@ from bench.common import (
     default_output,
     machine_info,
     package_version,
+    parse_overrides,
     peer_venvs_folder,
     python_of,
     run_process,
@@ -120,16 +121,6 @@ def default_mace_settings(args: argparse.Namespace) -> str:
     leave it untrained.
     """
     return "paper" if args.converged or args.device == "cuda" else "small"
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, str]:
-    overrides = {}
-    for pair in pairs:
-        key, separator, value = pair.partition("=")
-        if not separator or not key.strip():
-            raise SystemExit(f"error: --mlpot-set expects KEY=VALUE, got {pair!r}")
-        overrides[key.strip().replace("-", "_")] = value.strip()
-    return overrides
 
 
 def train_one(

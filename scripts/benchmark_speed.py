@@ -44,6 +44,7 @@ from bench.common import (
     last_json_line,
     machine_info,
     package_version,
+    parse_overrides,
     peer_venvs_folder,
     python_of,
     run_process,
@@ -51,7 +52,7 @@ from bench.common import (
     write_json,
 )
 from bench.datasets import DATASETS, prepare
-from bench.training import MACE_SETTINGS, TrainOptions, run_mace, run_mlpot, run_schnetpack
+from bench.training import MACE_SETTINGS, TrainOptions, mlpot_label, run_mace, run_mlpot, run_schnetpack
 
 #: Water boxes by molecules per edge: 4, 8 and 16 give 192, 1536 and 12288 atoms.
 WATER_SIZES = {192: 4, 1536: 8, 12288: 16}
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated MACE settings to time: {', '.join(MACE_SETTINGS)} (default small,paper)",
     )
 
+    parser.add_argument(
+        "--mlpot-set", action="append", default=[], metavar="KEY=VALUE", help="extra mlpot config override, repeatable"
+    )
     parser.add_argument("--water-sizes", default="192,1536,12288", help="atoms of the water boxes (192, 1536, 12288)")
     parser.add_argument("--dtypes", default="float32,float64", help="evaluation dtypes (float32, float64)")
 
@@ -125,14 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def entries_for(packages: list[str], mace_settings: list[str]) -> list[dict]:
-    """Return one benchmark entry per package, with one per settings name for MACE."""
+def entries_for(packages: list[str], mace_settings: list[str], mlpot_overrides: dict[str, str] | None = None) -> list[dict]:
+    """Return one benchmark entry per package, with one per settings name for MACE.
+
+    The label of the mlpot entry lists ``mlpot_overrides``, such as ``mlpot (model=equivariant)``.
+    """
     entries = []
     for package in packages:
         if package == "mace":
             entries += [{"package": "mace", "settings": name, "label": f"mace ({name})"} for name in mace_settings]
         elif package == "schnetpack":
             entries.append({"package": package, "label": "schnetpack (PaiNN)"})
+        elif package == "mlpot":
+            entries.append({"package": package, "label": mlpot_label(mlpot_overrides or {}), "overrides": mlpot_overrides or {}})
         else:
             entries.append({"package": package, "label": package})
     return entries
@@ -140,7 +149,7 @@ def entries_for(packages: list[str], mace_settings: list[str]) -> list[dict]:
 
 def train(entry: dict, data, folder: Path, options: TrainOptions, pythons: dict):
     if entry["package"] == "mlpot":
-        return run_mlpot(pythons["mlpot"], DATASETS[data.name], data, folder, options, {})
+        return run_mlpot(pythons["mlpot"], DATASETS[data.name], data, folder, options, entry.get("overrides", {}))
     if entry["package"] == "mace":
         return run_mace(pythons["mace"], entry["settings"], data, folder, options)
     return run_schnetpack(pythons["schnetpack"], data, folder, options)
@@ -299,7 +308,7 @@ def main(argv: list[str] | None = None) -> Path:
     except BenchmarkError as error:
         raise SystemExit(f"error: {error}") from None
 
-    entries = entries_for(packages, mace_settings)
+    entries = entries_for(packages, mace_settings, parse_overrides(args.mlpot_set))
     results = {
         "kind": "speed",
         "machine": machine,

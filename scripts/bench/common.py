@@ -286,3 +286,14 @@ def markdown_table(headers: list[str], rows: list[list[str]], align: str | None 
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(rule) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """Turn the ``--mlpot-set KEY=VALUE`` arguments into config overrides of ``mlpot train``."""
+    overrides = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key.strip():
+            raise SystemExit(f"error: --mlpot-set expects KEY=VALUE, got {pair!r}")
+        overrides[key.strip().replace("-", "_")] = value.strip()
+    return overrides

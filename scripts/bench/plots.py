@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 #: Colour of each benchmark entry (package, or MACE with one settings name) in both figures.
 COLOURS = {
     "mlpot": "tab:blue",
+    "mlpot (model=equivariant)": "tab:purple",
     "mace (paper)": "tab:orange",
     "mace (small)": "tab:red",
     "schnetpack (PaiNN)": "tab:green",

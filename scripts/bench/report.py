@@ -41,8 +41,8 @@ def run_summary(record: dict) -> str:
     )
 
 
-def accuracy_markdown(results: dict) -> str:
-    """Test errors of every run, then the hyperparameters of each package."""
+def accuracy_markdown(results: dict, header: bool = True) -> str:
+    """Test errors of every run, then the hyperparameters of each package; ``header`` adds the machine header."""
     rows = []
     failures = []
 
@@ -82,9 +82,8 @@ def accuracy_markdown(results: dict) -> str:
         f"{name} {info['counts']['train']}/{info['counts']['valid']}/{info['counts']['test']}"
         for name, info in results["datasets"].items()
     )
-    parts = [
-        header_markdown(results, f"Accuracy ({results['mode']}, device {results['device']})"),
-        "",
+    parts = [header_markdown(results, f"Accuracy ({results['mode']}, device {results['device']})"), ""] if header else []
+    parts += [
         f"Frames (train/validation/test): {counts}. Errors on the test frames, computed by the benchmark "
         "from each package's predictions in its training dtype (float32). \"process min\" is the wall "
         "time of the training process, start-up, data loading and model saving included.",

@@ -90,6 +90,13 @@ class TrainOptions:
     echo: bool = False
 
 
+def mlpot_label(overrides: dict[str, str]) -> str:
+    """Return the label of an mlpot entry: ``mlpot``, or with its overrides, ``mlpot (model=equivariant)``."""
+    if not overrides:
+        return "mlpot"
+    return "mlpot (" + ", ".join(f"{key}={value}" for key, value in overrides.items()) + ")"
+
+
 def run_mlpot(
     python: str, dataset: Dataset, data: PreparedDataset, folder: Path, options: TrainOptions, overrides: dict[str, str]
 ) -> TrainRun:
@@ -127,7 +134,7 @@ def run_mlpot(
     model = folder / "run" / "model.pt"
     hyperparameters = {"config": str(dataset.mlpot_config.relative_to(dataset.mlpot_config.parents[2]))}
     hyperparameters.update(_mlpot_settings(folder / "run" / "config.yaml") or flags)
-    return _finish("mlpot", "mlpot", data, folder, result, model, curve, hyperparameters)
+    return _finish("mlpot", mlpot_label(overrides), data, folder, result, model, curve, hyperparameters)
 
 
 def run_mace(
