@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="accuracy.json whose aspirin models are timed and plotted",
     )
 
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="device of the timed calls and the throughput training (default cpu)"
+    )
     parser.add_argument("--threads", type=int, help="torch threads of every worker (default: torch's choice)")
     parser.add_argument("--peer-venvs", help="folder with the mace/ and schnetpack/ virtual environments")
     parser.add_argument("--output", type=Path, help="result folder (default runs/benchmarks/speed-DATE)")
@@ -223,6 +226,7 @@ def measure(entry: dict, model: str, structure: Path, dtype: str, output: Path, 
         "--model", model,
         "--structure", str(structure),
         "--dtype", dtype,
+        "--device", args.device,
         "--min-calls", str(args.min_calls),
         "--min-seconds", str(args.min_seconds),
     ]  # fmt: skip
@@ -255,7 +259,7 @@ def measure_throughput(entries, output: Path, pythons: dict, args) -> tuple[list
         budget_seconds=None,
         max_epochs=args.throughput_epochs,
         batch_size=args.throughput_batch_size,
-        device="cpu",
+        device=args.device,
         threads=args.threads,
         timeout_seconds=None,
         memory_limit_gb=args.memory_limit_gb,

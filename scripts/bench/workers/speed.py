@@ -1,14 +1,15 @@
 """Time energy+forces calls of one package's ASE calculator on one structure, in a fresh process.
 
 Usage: python -m bench.workers.speed --package {mlpot,mace,schnetpack} --model FILE
-       --structure S.xyz --dtype {float32,float64} [--min-calls 5] [--min-seconds 5]
+       --structure S.xyz --dtype {float32,float64} [--device cuda] [--min-calls 5] [--min-seconds 5]
 
 Each call first moves every atom by a seeded Gaussian step of 0.001 Å, so the calculator gets
 new positions and recomputes. It then requests energy and forces together in one
 ``calculator.calculate(atoms, ["energy", "forces"], all_changes)``, which every ASE calculator
 implements. (Separate get_potential_energy and get_forces calls would make SchNetPack's
 calculator evaluate its model twice, since it stores only the requested property.)
-The first ``--warmup`` calls are not timed. Timed calls go on
+Every calculator returns its results as NumPy arrays, so on a GPU a timed call includes the wait
+for the device. The first ``--warmup`` calls are not timed. Timed calls go on
 until both ``--min-calls`` and ``--min-seconds`` are reached, or ``--max-calls``.
 
 Memory: ``resource.getrusage`` max RSS of this process at the end (peak), and the peak before
@@ -37,19 +38,19 @@ import numpy as np
 from ase.calculators.calculator import all_changes
 
 
-def make_calculator(package: str, model: Path, dtype: str):
-    """Return the package's ASE calculator for ``model`` evaluating in ``dtype``, and its neighbour list."""
+def make_calculator(package: str, model: Path, dtype: str, device: str = "cpu"):
+    """Return the package's ASE calculator for ``model`` evaluating in ``dtype`` on ``device``, and its neighbour list."""
     if package == "mlpot":
         from mlpot.calculator import MLPotCalculator
 
         with warnings.catch_warnings():
             # Evaluating in a dtype other than the training one warns; the benchmark does that on purpose.
             warnings.simplefilter("ignore", UserWarning)
-            return MLPotCalculator(str(model), device="cpu", dtype=dtype), "vesin (mlpot's own)"
+            return MLPotCalculator(str(model), device=device, dtype=dtype), "vesin (mlpot's own)"
     if package == "mace":
         from mace.calculators import MACECalculator
 
-        return MACECalculator(model_paths=str(model), device="cpu", default_dtype=dtype), "matscipy (MACE's own)"
+        return MACECalculator(model_paths=str(model), device=device, default_dtype=dtype), "matscipy (MACE's own)"
     if package == "schnetpack":
         from bench.workers import spk_compat  # noqa: F401  (must precede schnetpack)
 
@@ -64,7 +65,7 @@ def make_calculator(package: str, model: Path, dtype: str):
             force_key="forces",
             energy_unit="eV",
             position_unit="Ang",
-            device="cpu",
+            device=device,
             dtype=getattr(torch, dtype),
         )
         return calculator, "matscipy (MatScipyNeighborList, as in SchNetPack's rMD17 config)"
@@ -82,6 +83,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True, help="model file of the package")
     parser.add_argument("--structure", type=Path, required=True, help="extxyz file; its first frame is timed")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device of the model (default cpu)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
     parser.add_argument("--min-calls", type=int, default=5, help="minimum number of timed calls (default 5)")
     parser.add_argument("--min-seconds", type=float, default=5.0, help="minimum total timed seconds (default 5)")
@@ -99,7 +101,7 @@ def main() -> None:
         torch.set_num_threads(int(os.environ["MLPOT_BENCH_THREADS"]))
     atoms = ase.io.read(args.structure, index=0)
     atoms.calc = None
-    calculator, neighbour_list = make_calculator(args.package, args.model, args.dtype)
+    calculator, neighbour_list = make_calculator(args.package, args.model, args.dtype, args.device)
     rng = np.random.default_rng(args.seed)
     baseline_mb = peak_rss_mb()
 
@@ -141,6 +143,7 @@ def main() -> None:
         "peak_rss_mb": peak_rss_mb(),
         "baseline_rss_mb": baseline_mb,
         "torch_threads": torch.get_num_threads(),
+        "device": args.device,
         "torch": torch.__version__,
         "neighbour_list": neighbour_list,
     }
