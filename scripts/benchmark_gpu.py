@@ -31,7 +31,7 @@ def main() -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise SystemExit("error: torch sees no CUDA device; this script measures a GPU")
+        raise SystemExit("error: no CUDA device found by torch; run this script on a machine with a GPU")
     args.output.mkdir(parents=True, exist_ok=True)
     speed = [
         sys.executable, str(SCRIPTS / "benchmark_speed.py"),

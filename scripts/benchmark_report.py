@@ -42,7 +42,7 @@ def read_results(paths: list[Path], kind: str) -> list[dict]:
 
 
 def sources_markdown(results: list[dict], title: str) -> str:
-    """One header per input file: command, machine, date, package versions."""
+    """Format one header per input file, with its command, machine, date and package versions."""
     return "\n\n".join(report.header_markdown(item, f"{title}, run {index + 1}") for index, item in enumerate(results))
 
 

@@ -139,7 +139,7 @@ def test_kill_mid_epoch_then_resume(ethanol_files, uninterrupted, tmp_path):
     process = start(command, log)
     last = output / "checkpoints" / "last.ckpt"
     wait_for(last.exists, process, log)
-    # The time between the first two checkpoints is one epoch; half an epoch after the second
+    # The time between the first two checkpoints is one epoch. Half an epoch after the second
     # checkpoint, the third epoch of five is running, however fast the machine.
     first = time.monotonic(), file_identity(last)
     wait_for(lambda: file_identity(last) != first[1], process, log)
