@@ -49,21 +49,26 @@ class InteractionBlock(nn.Module):
     def forward(
         self,
         features: torch.Tensor,
+        rows: Neighbourhoods,
         neighbours: torch.Tensor,
         radial: torch.Tensor,
         harmonics: list[torch.Tensor],
     ) -> torch.Tensor:
-        """Update node features; the edge inputs come padded per centre atom (see Neighbourhoods).
+        """Update node features; the edge inputs other than ``radial`` come padded per centre atom.
 
         Args:
             features: (n_atoms, F) node features.
+            rows: the layout of the edges in rows of neighbours (see Neighbourhoods).
             neighbours: (n_atoms, K) neighbour j in each slot of atom i's row (any index when unused).
-            radial: (n_atoms, K, H) radial embedding times the cutoff envelope, zero in unused slots.
+            radial: (n_edges, H) radial embedding times the cutoff envelope.
             harmonics: for each degree l, (n_atoms, 2l+1, K) spherical harmonics of the edge directions.
         """
-        # split and unbind rather than slicing: their gradients concatenate instead of filling
-        # zero tensors, which took a third of a training step.
-        filters = self.filter(radial).split(self.num_features, dim=-1)  # L+1 of (N, K, F)
+        # The filter runs on the edges and is padded afterwards: rows are as wide as the most
+        # neighbours of any atom, so the padded layout has up to a third more rows for the matrix
+        # product. The filter has no bias, so the unused slots stay zero.
+        # split rather than slicing: the gradients concatenate instead of filling zero tensors,
+        # which took a third of a training step.
+        filters = rows.pad(self.filter(radial)).split(self.num_features, dim=-1)  # L+1 of (N, K, F)
         messages = self.neighbour_linear(features)[neighbours]  # (N, K, F)
         blocks = [torch.bmm(components, weights * messages) for components, weights in zip(harmonics, filters)]
         density = torch.cat(blocks, dim=1) / self.avg_num_neighbours  # (N, (L+1)², F)
@@ -110,6 +115,9 @@ class InvariantEnergyModel(nn.Module):
             InteractionBlock(num_features, radial_hidden, lmax, avg_num_neighbours) for _ in range(num_interactions)
         )
         self.readout = mlp([num_features, num_features // 2, 1])
+        # Built once: the function o3.spherical_harmonics builds this module on every call, which
+        # took 0.16 ms of a 5 ms call on aspirin. The module has no weights or buffers.
+        self.harmonics = o3.SphericalHarmonics(list(range(lmax + 1)), normalize=True, normalization="norm")
         self.irreps_out = o3.Irreps(f"{num_features}x0e")
 
     def forward(
@@ -125,19 +133,16 @@ class InvariantEnergyModel(nn.Module):
         centres, neighbours = edge_index[0], edge_index[1]
         lengths = torch.linalg.vector_norm(edge_vectors, dim=-1)
         radial = self.radial(self.basis(lengths)) * self.envelope(lengths).unsqueeze(-1)
-        harmonics = o3.spherical_harmonics(
-            list(range(self.lmax + 1)), edge_vectors, normalize=True, normalization="norm"
-        )
+        harmonics = self.harmonics(edge_vectors)
 
         rows = Neighbourhoods(centres, species.shape[0])
         padded_neighbours = rows.pad(neighbours)
-        padded_radial = rows.pad(radial)
         degrees = [2 * l + 1 for l in range(self.lmax + 1)]
         padded_harmonics = [block.transpose(1, 2) for block in rows.pad(harmonics).split(degrees, dim=-1)]
 
         initial = self.embedding(species)
         features = initial
         for interaction in self.interactions:
-            features = interaction(features, padded_neighbours, padded_radial, padded_harmonics)
+            features = interaction(features, rows, padded_neighbours, radial, padded_harmonics)
         energies = self.readout(features) - self.readout(initial)
         return energies.squeeze(-1), features
