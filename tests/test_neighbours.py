@@ -14,7 +14,8 @@ import pytest
 from ase.build import bulk
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
-from mlpot.data.neighbours import neighbour_list
+from mlpot.data import neighbours
+from mlpot.data.neighbours import SMALL_MOLECULE_ATOMS, neighbour_list
 from mlpot.errors import DataError
 
 SEEDS = range(4)
@@ -79,6 +80,28 @@ def test_molecule_without_cell(seed):
     rng = np.random.default_rng(seed)
     atoms = ase.Atoms(numbers=np.full(12, 6), positions=rng.uniform(-3.0, 3.0, size=(12, 3)))
     check_against_ase(atoms, 3.0)
+
+
+@pytest.mark.parametrize("n_atoms", [2, SMALL_MOLECULE_ATOMS, SMALL_MOLECULE_ATOMS + 1, 150])
+def test_molecule_sizes_against_ase(n_atoms):
+    # Molecules up to SMALL_MOLECULE_ATOMS compare all pairs directly; larger ones go through vesin.
+    rng = np.random.default_rng(n_atoms)
+    width = 1.5 * n_atoms ** (1.0 / 3.0)
+    atoms = ase.Atoms(numbers=np.full(n_atoms, 6), positions=rng.uniform(0.0, width, size=(n_atoms, 3)))
+    check_against_ase(atoms, 3.0)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_small_molecule_paths_agree(seed, monkeypatch):
+    rng = np.random.default_rng(seed)
+    positions = rng.uniform(-4.0, 4.0, size=(30, 3))
+    direct = neighbour_list(positions, np.zeros((3, 3)), [False] * 3, 3.5)
+    monkeypatch.setattr(neighbours, "SMALL_MOLECULE_ATOMS", 0)
+    through_vesin = neighbour_list(positions, np.zeros((3, 3)), [False] * 3, 3.5)
+    np.testing.assert_array_equal(direct[0], through_vesin[0])
+    np.testing.assert_array_equal(direct[1], through_vesin[1])
+    assert direct[0].dtype == through_vesin[0].dtype
+    assert direct[1].dtype == through_vesin[1].dtype
 
 
 def test_bundled_box_without_pbc_ignored(data_dir):
@@ -266,11 +289,14 @@ def test_flat_geometries_do_not_crash():
     script = textwrap.dedent(
         """
         import numpy as np
-        from mlpot.data.neighbours import neighbour_list
+        from mlpot.data.neighbours import SMALL_MOLECULE_ATOMS, neighbour_list
         rng = np.random.default_rng(0)
         for flat_axes in ([2], [0, 1], [1]):
             for pbc in ([False] * 3, [True, True, False], [True, False, False]):
-                positions = rng.uniform(0.0, 1000.0, size=(10, 3))
+                # More atoms than SMALL_MOLECULE_ATOMS, so that molecules go through vesin too,
+                # 10 Å apart along every axis that is not flat.
+                count = SMALL_MOLECULE_ATOMS + 16
+                positions = np.stack([rng.permutation(count) * 10.0 for _ in range(3)], axis=1)
                 positions[:, flat_axes] = 0.0
                 positions[1] = positions[0] + [0.05, 0.0, 0.0]
                 edge_index, _ = neighbour_list(positions, np.eye(3) * 1000.0, pbc, 0.1)

@@ -1,6 +1,8 @@
 """Neighbour lists within a cutoff, for molecules and for fully or partly periodic cells.
 
-vesin computes the pairs. This module hands it a fully periodic box with every position wrapped
+vesin computes the pairs, except for molecules of at most ``SMALL_MOLECULE_ATOMS`` atoms without
+periodicity. For those, comparing all pairs directly is about ten times faster than preparing
+vesin's box, and the cost of the box set-up matters in MD of one small molecule. This module hands it a fully periodic box with every position wrapped
 into it. Each non-periodic direction becomes a vacuum-padded lattice vector, perpendicular to the
 periodic ones and long enough that no image along it comes within the cutoff. This keeps three
 failure modes of vesin 0.6 away from the caller:
@@ -26,6 +28,8 @@ _VESIN_MAX_CELLS = 1e5
 # Smallest number of grid cells along any axis, after that shrinking, accepted before the search
 # radius handed to vesin grows. Zero crashes; the margin covers vesin's rounding of each side.
 _MIN_GRID_CELLS = 4
+#: Largest molecule (no periodic direction) whose pairs are found by comparing all of them.
+SMALL_MOLECULE_ATOMS = 64
 
 
 def neighbour_list(
@@ -59,6 +63,8 @@ def neighbour_list(
     _check_inputs(positions, cell, pbc, cutoff)
     if len(positions) == 0:
         return np.zeros((2, 0), dtype=np.int64), np.zeros((0, 3), dtype=np.int64)
+    if not pbc.any() and len(positions) <= SMALL_MOLECULE_ATOMS:
+        return _all_pairs(positions, cutoff)
 
     # vesin's grid cells are as wide as its search radius. A radius wider than the cutoff only
     # adds candidate pairs, which the distance filter below removes. So the radius grows to about
@@ -95,6 +101,16 @@ def neighbour_list(
 
     order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], j, i))
     return np.stack([i[order], j[order]]), shifts[order]
+
+
+def _all_pairs(positions: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """Return the pairs of a molecule closer than ``cutoff`` by comparing every pair, sorted by i, then j."""
+    distances = np.linalg.norm(positions[None, :, :] - positions[:, None, :], axis=-1)
+    within = distances < cutoff
+    np.fill_diagonal(within, False)
+    i, j = np.nonzero(within)
+    edge_index = np.stack([i, j]).astype(np.int64)
+    return edge_index, np.zeros((edge_index.shape[1], 3), dtype=np.int64)
 
 
 def _check_inputs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> None:
