@@ -7,9 +7,9 @@ maps them again, and the kernel zeroes every 4 KiB page on first touch. For a pe
 of 12,288 atoms (float32, 1 thread), that took 9 of the 13 seconds of a call, while a call on 1,536
 atoms spent a third of its time there (scripts/profile_call.py, 2-core AMD EPYC virtual machine).
 
-:func:`retain_freed_memory` sets glibc's malloc to serve all blocks from its heap and never to return the
-top of the heap to the kernel. Memory freed by one call is then reused by the next, and the
-process keeps its peak resident memory until it ends.
+:func:`retain_freed_memory` sets glibc's malloc to serve all blocks from its heap and never to
+return the top of the heap to the kernel. Memory freed by one call is then reused by the next,
+and the process keeps its peak resident memory until it ends.
 """
 
 from __future__ import annotations
