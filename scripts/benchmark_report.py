@@ -80,6 +80,12 @@ def main(argv: list[str] | None = None) -> Path:
             parts += [report.throughput_markdown(merged), ""]
         figures.append(plots.plot_cost_per_call(merged["calls"], args.output / "benchmark_cost_per_call.png"))
 
+    if accuracy or speed:
+        runs = merge_accuracy(accuracy)["runs"] if accuracy else []
+        speed_results = merge_speed(speed) if speed else {"calls": [], "throughput": []}
+        targets = report.targets_markdown(runs, speed_results["calls"], speed_results["throughput"])
+        parts += ["## Targets", "", targets, ""]
+
     path = args.output / "report.md"
     path.write_text("\n".join(parts))
     if args.figures:

@@ -163,3 +163,72 @@ def throughput_markdown(results: dict) -> str:
             markdown_table(headers, rows, "lrrrl"),
         ]
     )
+
+
+def targets_markdown(runs: list[dict], calls: list[dict], throughput: list[dict], mlpot_label: str = "mlpot") -> str:
+    """Compare ``mlpot_label`` with the peers on the targets of the benchmark, as ratios.
+
+    Targets: call time at most 0.5 times the fastest peer's on aspirin and on 1,536 water atoms,
+    force MAE on rMD17 ethanol at most 0.7 times MACE's, cost per atom from 1,536 to 12,288
+    atoms within 1.3 times with memory growing linearly, and training throughput at least 2 times
+    MACE's.
+    """
+    rows = []
+
+    def call_time(label: str, system: str, dtype: str) -> float | None:
+        for entry in calls:
+            if entry["label"] == label and entry["system"] == system and entry["dtype"] == dtype and not entry.get("error"):
+                return entry["median_ms"]
+        return None
+
+    peers = sorted({entry["label"] for entry in calls if entry["package"] != "mlpot"})
+    for system in ("aspirin", "water 1536"):
+        for dtype in ("float32", "float64"):
+            ours = call_time(mlpot_label, system, dtype)
+            timed = [(call_time(peer, system, dtype), peer) for peer in peers]
+            timed = [(ms, peer) for ms, peer in timed if ms is not None]
+            if ours is None or not timed:
+                continue
+            fastest, peer = min(timed)
+            ratio = ours / fastest
+            measured = f"{ours:.4g} ms against {fastest:.4g} ms ({peer}): {ratio:.2f}"
+            rows.append([f"call time, {system}, {dtype}", "≤ 0.5", measured, "met" if ratio <= 0.5 else "missed"])
+
+    for dtype in ("float32", "float64"):
+        small, large = call_time(mlpot_label, "water 1536", dtype), call_time(mlpot_label, "water 12288", dtype)
+        if small is not None and large is not None:
+            ratio = (large / 12288) / (small / 1536)
+            measured = f"{1000 * small / 1536:.0f} and {1000 * large / 12288:.0f} µs/atom: {ratio:.2f}"
+            rows.append([f"cost per atom, 12,288 over 1,536 water atoms, {dtype}", "≤ 1.3", measured, "met" if ratio <= 1.3 else "missed"])
+
+    for dtype in ("float32", "float64"):
+        found = {}
+        for entry in calls:
+            if entry["label"] == mlpot_label and entry["dtype"] == dtype and not entry.get("error"):
+                found[entry["system"]] = entry["peak_rss_mb"] - entry["baseline_rss_mb"]
+        if "water 1536" in found and "water 12288" in found:
+            ratio = found["water 12288"] / found["water 1536"] / 8.0
+            measured = f"{found['water 1536']:.0f} and {found['water 12288']:.0f} MB above start-up: {ratio:.2f}"
+            rows.append([f"memory growth per atom, 12,288 over 1,536 water atoms, {dtype}", "about 1 (linear)", measured, ""])
+
+    def force_mae(label_prefix: str) -> float | None:
+        for run in runs:
+            if run["dataset"] == "ethanol" and run["label"].startswith(label_prefix) and run.get("test"):
+                return run["test"]["forces_mae_meV_per_A"]
+        return None
+
+    ours, mace = force_mae(mlpot_label), force_mae("mace")
+    if ours is not None and mace is not None:
+        ratio = ours / mace
+        measured = f"{ours:.1f} against {mace:.1f} meV/Å: {ratio:.2f}"
+        rows.append(["force MAE, rMD17 ethanol, fixed budget", "≤ 0.7 × MACE", measured, "met" if ratio <= 0.7 else "missed"])
+
+    rates = {entry["label"]: entry.get("structures_per_second") for entry in throughput}
+    mace_rates = [rate for label, rate in rates.items() if label.startswith("mace") and rate]
+    if rates.get(mlpot_label) and mace_rates:
+        ratio = rates[mlpot_label] / max(mace_rates)
+        measured = f"{rates[mlpot_label]:.0f} against {max(mace_rates):.1f} structures/s: {ratio:.1f}"
+        rows.append(["training throughput, rMD17 ethanol", "≥ 2 × MACE", measured, "met" if ratio >= 2 else "missed"])
+
+    headers = ["target", "required ratio", "measured", "result"]
+    return markdown_table(headers, rows, "llll")

@@ -46,7 +46,8 @@ def make_calculator(package: str, model: Path, dtype: str, device: str = "cpu"):
         with warnings.catch_warnings():
             # Evaluating in a dtype other than the training one warns; the benchmark does that on purpose.
             warnings.simplefilter("ignore", UserWarning)
-            return MLPotCalculator(str(model), device=device, dtype=dtype), "vesin (mlpot's own)"
+            calculator = MLPotCalculator(str(model), device=device, dtype=dtype)
+            return calculator, "mlpot's own: all pairs up to 64 atoms without periodicity, else vesin"
     if package == "mace":
         from mace.calculators import MACECalculator
 
