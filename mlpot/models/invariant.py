@@ -70,12 +70,16 @@ class InteractionBlock(nn.Module):
         # which took a third of a training step.
         filters = rows.pad(self.filter(radial)).split(self.num_features, dim=-1)  # L+1 of (N, K, F)
         messages = self.neighbour_linear(features)[neighbours]  # (N, K, F)
-        blocks = [torch.bmm(components, weights * messages) for components, weights in zip(harmonics, filters)]
-        density = torch.cat(blocks, dim=1) / self.avg_num_neighbours  # (N, (L+1)², F)
+        # The density A^l of each degree l, (N, 2l+1, F), kept apart: concatenating the degrees
+        # and slicing them again cost a copy forward and backward.
+        density = [
+            torch.bmm(components, weights * messages) / self.avg_num_neighbours
+            for components, weights in zip(harmonics, filters)
+        ]
 
-        invariants = [density[:, 0, :]]
-        for l in range(1, self.lmax + 1):
-            power = density[:, l * l : (l + 1) * (l + 1), :].pow(2).sum(dim=1)
+        invariants = [density[0][:, 0, :]]
+        for block in density[1:]:
+            power = block.pow(2).sum(dim=1)
             # sqrt(Q + 1) - 1 is Q/2 for small Q and grows like |A| for large Q, so stacked blocks
             # grow linearly with their input instead of squaring it at every block.
             invariants.append(torch.sqrt(power + 1.0) - 1.0)
