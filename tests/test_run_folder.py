@@ -328,7 +328,16 @@ def test_interrupt_prints_resume_command(ethanol_files, tmp_path):
     ]  # fmt: skip
     environment = {**os.environ, "PYTHONPATH": str(REPOSITORY), "PYTHONUNBUFFERED": "1"}
     environment.pop("MLPOT_RUN_FOLDER", None)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    # A shell without job control starts background jobs with SIGINT ignored, and the child would
+    # inherit that, so the child gets the default disposition, for which Python raises KeyboardInterrupt.
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     last = output / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
     while not last.exists():
