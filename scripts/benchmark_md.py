@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from ase.build import molecule
 from ase.md.verlet import VelocityVerlet
 from ase.units import fs
 
+from bench.common import cpu_model
 from mlpot.calculator import MLPotCalculator
 from mlpot.config import ModelConfig
 from mlpot.md import initialise_velocities
@@ -104,16 +104,6 @@ def time_md(
 def synchronise(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

@@ -193,7 +193,7 @@ def test_optimiser_matches_help():
 
 
 def test_warmup_starts_at_rate_over_steps():
-    """Over n = 4 warm-up steps the rate is learning_rate·(k+1)/n, as the help of warmup_epochs says."""
+    """Over n = 4 warm-up steps the rate is learning_rate·(k+1)/n, as the help of warmup_epochs states."""
     from types import SimpleNamespace
 
     from mlpot.config import ModelConfig, TrainingConfig, fields_by_key
